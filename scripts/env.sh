@@ -1,0 +1,19 @@
+# Sourced by the other scripts: create or reuse .venv and install digitpairs into it (with the extras in $EXTRAS).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY=$candidate; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "digitpairs needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.digitpairs-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS:-none}"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+  touch "$stamp"
+fi
+export PATH="$PWD/.venv/bin:$PATH"

@@ -1,0 +1,3 @@
+from digitpairs.cli import main
+
+raise SystemExit(main())

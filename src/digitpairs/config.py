@@ -1,0 +1,81 @@
+"""Every hyperparameter, in one typed dataclass with its reason; presets are just overrides of it."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from digitpairs import UserError
+
+
+@dataclass(frozen=True)
+class Config:
+    # data
+    size: int = 28  # image side: 28 as in the report, 14 (2x2 average pooling) as in the course
+    n_pairs: int = 1000  # training pairs per round, drawn from MNIST train (the report: 1000)
+    n_test: int = 1000  # test pairs per round, drawn from MNIST test (the report: 1000)
+    swap: bool = True  # double the training set by swapping the two images (targets recomputed from the classes)
+    # optimisation
+    epochs: int = 25  # passes over the (swapped) training set
+    batch_size: int = 100  # minibatch size (the report: 100)
+    lr: float = 1e-3  # Adam learning rate (PyTorch's default)
+    # loss
+    alpha: float = 0.5  # weight of the auxiliary digit loss, L = L_cmp + alpha * L_digits (the report: 0.5)
+    aux_loss: str = "ce"  # auxiliary criterion: "ce" (cross entropy, the report's) or "l2" (MSE softmax vs one-hot)
+    # model (the branch: conv(1,c1,k) pool conv(c1,c2,k) pool fc(.,hidden) fc(hidden,10); k = 5 at 28, 3 at 14)
+    channels: tuple[int, int] = (16, 32)  # conv widths, sized with hidden to the report's 72k-parameter branch
+    hidden: int = 112  # width of the branch's first fully connected layer
+    head_hidden: int = 20  # width of the comparison head's two hidden layers (20 -> 20 -> 20 -> 1)
+    dropout_p: float = 0.5  # dropout probability, where the architecture uses dropout (after fc1 and the head)
+    # reproducibility and speed
+    seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
+    eval_batch: int = 500  # test pairs per evaluation step (memory only; does not change results)
+
+    def validate(self) -> "Config":
+        checks = [
+            (self.size in (14, 28), f"size must be 14 or 28, not {self.size}"),
+            (self.n_pairs > 0, f"n_pairs must be positive, not {self.n_pairs}"),
+            (self.n_test > 0, f"n_test must be positive, not {self.n_test}"),
+            (self.epochs > 0, f"epochs must be positive, not {self.epochs}"),
+            (self.batch_size > 0, f"batch_size must be positive, not {self.batch_size}"),
+            (self.lr > 0, f"lr must be positive, not {self.lr}"),
+            (self.alpha >= 0, f"alpha must be >= 0, not {self.alpha}"),
+            (self.aux_loss in ("ce", "l2"), f"aux_loss must be 'ce' or 'l2', not {self.aux_loss!r}"),
+            (0 <= self.dropout_p < 1, f"dropout_p must be in [0, 1), not {self.dropout_p}"),
+            (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+    def replace(self, **overrides) -> "Config":
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise UserError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A named architecture: the flags of PairNet. `head` is "mlp" (learned comparison) or "logic" (pred_a <= pred_b)."""
+    name: str
+    label: str  # the report's name for it, used in tables and figures
+    share: bool = True  # one digit branch for both images (weight sharing) or two
+    aux: bool = False  # add alpha * the auxiliary digit loss
+    bn: bool = False  # BatchNorm after each conv and the first fc layer
+    dropout: bool = False  # dropout after the branch's first fc layer and in the head
+    head: str = "mlp"
+    report: tuple[float, float, int] | None = None  # the report's (test accuracy, SD, #params), if in Table 1
+    extra: dict = field(default_factory=dict)  # config overrides this architecture always applies
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "paper": {},  # the report's protocol: 1000 + 1000 pairs, 25 epochs, 10 rounds
+    "quick": {"n_pairs": 200, "n_test": 200, "epochs": 2},  # the whole path in seconds, for tests and dry runs
+}
+PRESET_ROUNDS = {"paper": 10, "quick": 2}

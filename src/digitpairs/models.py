@@ -1,0 +1,189 @@
+"""PairNet and the registry of named architectures.
+
+A PairNet holds K independent members (K = 1 for a single run; K rounds trained at once otherwise). Every layer
+keeps a separate set of weights per member: convolutions are grouped convolutions with one group per member,
+linear layers are batched matmuls, BatchNorm keeps statistics per member and channel, dropout draws each member's
+masks from that member's own generator. Member k is therefore the same network, with the same initialisation
+and the same random stream, whatever K is.
+
+Output contract, for every architecture: forward(x) with x (K, B, 2, S, S) returns
+  cmp    (K, B)        comparison logit, > 0 means "first digit <= second"
+  digits (K, B, 2, 10) digit logits of the two images
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from digitpairs import UserError
+from digitpairs.config import Arch, Config
+
+
+class KConv2d(nn.Module):
+    """K independent convolutions as one grouped convolution: (N, K*cin, H, W) -> (N, K*cout, H', W')."""
+
+    def __init__(self, k: int, cin: int, cout: int, ks: int, bias: bool = True):
+        super().__init__()
+        self.k, self.fan_in = k, cin * ks * ks
+        self.weight = nn.Parameter(torch.empty(k * cout, cin, ks, ks))
+        self.bias = nn.Parameter(torch.empty(k * cout)) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, groups=self.k)
+
+
+class KLinear(nn.Module):
+    """K independent linear layers as one batched matmul: (K, N, fin) -> (K, N, fout)."""
+
+    def __init__(self, k: int, fin: int, fout: int, bias: bool = True):
+        super().__init__()
+        self.k, self.fan_in = k, fin
+        self.weight = nn.Parameter(torch.empty(k, fin, fout))
+        self.bias = nn.Parameter(torch.empty(k, 1, fout)) if bias else None
+
+    def forward(self, x):
+        return torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias, x, self.weight)
+
+
+class KBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over (K, N, F) with statistics per member and feature: the K*F features are just more features."""
+
+    def __init__(self, k: int, features: int):
+        super().__init__(k * features)
+
+    def forward(self, x):
+        k, n, f = x.shape
+        return super().forward(x.transpose(0, 1).reshape(n, k * f)).view(n, k, f).transpose(0, 1)
+
+
+class KDropout(nn.Module):
+    """Dropout over (K, N, F) whose masks come from each member's own generator (PairNet.rngs)."""
+
+    def __init__(self, p: float, rngs: list):
+        super().__init__()
+        self.p, self.rngs = p, rngs
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.stack([torch.empty(x.shape[1:]).bernoulli_(1 - self.p, generator=g) for g in self.rngs])
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+
+class Branch(nn.Module):
+    """The digit branch, 2 conv + 2 fc layers, K members: images (N, K, S, S) -> digit logits (K, N, 10)."""
+
+    def __init__(self, k: int, cfg: Config, bn: bool, dropout: bool, rngs: list):
+        super().__init__()
+        ks = 5 if cfg.size == 28 else 3  # the receptive field follows the image size
+        c1, c2 = cfg.channels
+        side = ((cfg.size - ks + 1) // 2 - ks + 1) // 2  # after conv, pool, conv, pool: 4 at 28, 2 at 14
+        self.k, self.channels_last = k, True
+        # a bias right before BatchNorm is redundant (BN subtracts it again): its gradient is zero but for float
+        # noise, which Adam would amplify into steps of size lr
+        self.conv1, self.conv2 = KConv2d(k, 1, c1, ks, bias=not bn), KConv2d(k, c1, c2, ks, bias=not bn)
+        self.bn1 = nn.BatchNorm2d(k * c1) if bn else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(k * c2) if bn else nn.Identity()
+        self.fc1 = KLinear(k, c2 * side * side, cfg.hidden, bias=not bn)
+        self.bn3 = KBatchNorm1d(k, cfg.hidden) if bn else nn.Identity()
+        self.drop = KDropout(cfg.dropout_p, rngs) if dropout else nn.Identity()
+        self.fc2 = KLinear(k, cfg.hidden, 10)
+
+    def forward(self, x):
+        n = x.shape[0]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)  # (N, K*c1, ., .)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)  # (N, K*c2, side, side)
+        x = x.reshape(n, self.k, -1).transpose(0, 1)  # (K, N, c2*side*side)
+        x = self.drop(F.relu(self.bn3(self.fc1(x))))  # (K, N, hidden)
+        return self.fc2(x)  # (K, N, 10)
+
+
+class PairNet(nn.Module):
+    """Siamese pair classifier: digit branch(es), then a comparison of the two digit predictions."""
+
+    def __init__(self, arch: Arch, cfg: Config, k: int = 1):
+        super().__init__()
+        self.arch, self.k = arch, k
+        self.rngs: list[torch.Generator] = [torch.Generator() for _ in range(k)]  # per-member random stream
+        n_branches = 1 if arch.share else 2  # weight sharing: one branch called twice; none: two instances
+        self.branches = nn.ModuleList(Branch(k, cfg, arch.bn, arch.dropout, self.rngs) for _ in range(n_branches))
+        if arch.head == "mlp":  # 3 linear layers on the 20 digit probabilities
+            h = cfg.head_hidden
+            self.head = nn.ModuleList([KLinear(k, 20, h), KLinear(k, h, h), KLinear(k, h, 1)])
+        else:  # "logic": no parameters; the comparison is pred_a <= pred_b
+            self.head = nn.ModuleList()
+            self.register_buffer("le", torch.ones(10, 10).triu(), persistent=False)  # le[i, j] = 1 if i <= j
+
+    def num_params(self) -> int:
+        """Parameters of one member (BatchNorm's affine parameters included, running statistics not)."""
+        return sum(p.numel() for p in self.parameters()) // self.k
+
+    def seed(self, init_seeds: list[int], stream_seeds: list[int]) -> "PairNet":
+        """Initialise member k from init_seeds[k] (PyTorch's default uniform bounds) and reset its random stream."""
+        for k, (s_init, s_stream) in enumerate(zip(init_seeds, stream_seeds, strict=True)):
+            g = torch.Generator().manual_seed(s_init)
+            for m in self.modules():
+                if isinstance(m, KConv2d | KLinear):
+                    bound = 1 / math.sqrt(m.fan_in)
+                    for p in (m.weight, m.bias) if m.bias is not None else (m.weight,):
+                        member = p.data.view(m.k, -1)[k]
+                        member.copy_(torch.empty(member.shape).uniform_(-bound, bound, generator=g))
+            self.rngs[k].manual_seed(s_stream)
+        return self
+
+    def forward(self, x):
+        k, b, _, s, _ = x.shape
+        if len(self.branches) == 1:  # both images through the same branch: (2B, K, S, S)
+            digits = self.branches[0](x.permute(1, 2, 0, 3, 4).reshape(b * 2, k, s, s)).view(k, b, 2, 10)
+        else:
+            digits = torch.stack([br(x[:, :, i].transpose(0, 1)) for i, br in enumerate(self.branches)], dim=2)
+        probs = digits.softmax(-1)  # (K, B, 2, 10)
+        if self.arch.head == "mlp":
+            h = probs.reshape(k, b, 20)
+            for i, layer in enumerate(self.head):
+                h = layer(h) if i == len(self.head) - 1 else F.relu(layer(h))
+            return h.squeeze(-1), digits
+        p_le = torch.einsum("kbi,ij,kbj->kb", probs[:, :, 0], self.le, probs[:, :, 1]).clamp(1e-6, 1 - 1e-6)
+        return torch.log(p_le) - torch.log1p(-p_le), digits  # the soft logic as a logit, for L_cmp
+
+    def predict(self, cmp, digits):
+        """(K, B) bool: the comparison of each pair."""
+        if self.arch.head == "logic":
+            pred = digits.argmax(-1)
+            return pred[:, :, 0] <= pred[:, :, 1]
+        return cmp > 0
+
+
+ARCHS: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    if arch.name in ARCHS:
+        raise ValueError(f"architecture {arch.name!r} is already registered")
+    ARCHS[arch.name] = arch
+    return arch
+
+
+# Table 1 of the report, with its figures (test accuracy, SD, #params)
+register(Arch("transfer", "TransferLearn", head="logic", aux=True, report=(0.9686, 0.0067, 72418)))
+register(Arch("siamese_nows", "Siamese NoWS", share=False, report=(0.8074, 0.0089, 145737)))
+register(Arch("siamese_ws", "Siamese WS", report=(0.7790, 0.0152, 73299)))
+register(Arch("siamese_ws_aux", "Siamese WS,AUX", aux=True, report=(0.8373, 0.0220, 73299)))
+register(Arch("siamese_ws_aux_bn", "Siamese WS,AUX,BN", aux=True, bn=True, report=(0.8476, 0.0142, 73299)))
+register(Arch("siamese_ws_aux_bn_drop", "Siamese WS,AUX,BN,DROP", aux=True, bn=True, dropout=True,
+              report=(0.8474, 0.0115, 73299)))
+
+
+def get_arch(name: str) -> Arch:
+    if name not in ARCHS:
+        raise UserError(f"unknown architecture {name!r}: choose from {', '.join(ARCHS)} (see `digitpairs list`)")
+    return ARCHS[name]
+
+
+def create_model(name: str, cfg: Config, k: int = 1) -> PairNet:
+    arch = get_arch(name)
+    return PairNet(arch, cfg.replace(**arch.extra) if arch.extra else cfg, k)

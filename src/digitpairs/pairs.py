@@ -1,0 +1,63 @@
+"""Pair sets: seeded draws of image pairs, the target (first digit <= second), normalisation, swap augmentation."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def sub_seed(seed: int, tag: int) -> int:
+    """An independent stream per (round seed, purpose): 0 pairs, 1 initialisation, 2 data order and dropout."""
+    return int(np.random.SeedSequence([seed, tag]).generate_state(1)[0])
+
+
+def target_of(classes: torch.Tensor) -> torch.Tensor:
+    """(N, 2) digit classes -> (N,) float target, 1 where the first digit <= the second (ties give 1)."""
+    return (classes[:, 0] <= classes[:, 1]).float()
+
+
+def draw_pairs(images: np.ndarray, labels: np.ndarray, n: int, generator: torch.Generator):
+    """n pairs of distinct images: (n, 2, 28, 28) float in [0, 255], (n, 2) long classes."""
+    if 2 * n > len(images):
+        raise ValueError(f"{n} pairs need {2 * n} images; the split has {len(images)}")
+    idx = torch.randperm(len(images), generator=generator)[: 2 * n].view(n, 2).numpy()
+    return torch.from_numpy(images[idx]).float(), torch.from_numpy(labels[idx].astype(np.int64))
+
+
+def swap(x: torch.Tensor, classes: torch.Tensor):
+    """Append every pair with its images swapped; the target follows from the swapped classes."""
+    return torch.cat([x, x.flip(1)]), torch.cat([classes, classes.flip(1)])
+
+
+@dataclass
+class PairData:
+    """One round's data, ready for training: images normalised with the training pairs' statistics."""
+    train_x: torch.Tensor  # (N, 2, S, S) float
+    train_classes: torch.Tensor  # (N, 2) long
+    test_x: torch.Tensor  # (M, 2, S, S) float
+    test_classes: torch.Tensor  # (M, 2) long
+    mean: float
+    std: float
+
+    @property
+    def train_target(self) -> torch.Tensor:
+        return target_of(self.train_classes)
+
+    @property
+    def test_target(self) -> torch.Tensor:
+        return target_of(self.test_classes)
+
+
+def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28, do_swap: bool = True) -> PairData:
+    """The pairs of the round with this seed: the same for every architecture that trains on it."""
+    g = torch.Generator().manual_seed(sub_seed(seed, 0))
+    train_x, train_c = draw_pairs(mnist["train_images"], mnist["train_labels"], n_pairs, g)
+    test_x, test_c = draw_pairs(mnist["test_images"], mnist["test_labels"], n_test, g)
+    if size == 14:  # the course's 14x14 images: 2x2 average pooling
+        train_x, test_x = F.avg_pool2d(train_x, 2), F.avg_pool2d(test_x, 2)
+    mean, std = train_x.mean().item(), train_x.std().item()  # training statistics only
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    if do_swap:
+        train_x, train_c = swap(train_x, train_c)
+    return PairData(train_x, train_c, test_x, test_c, mean, std)

@@ -1,0 +1,148 @@
+"""A study: architectures x rounds, planned from what the store lacks, trained in units, stored unit by unit.
+
+A unit is one architecture's missing rounds (up to `batch_rounds` of them), trained together as one batched
+model. Round r has seed `cfg.seed + r`; every architecture of round r trains on the same pairs.
+"""
+
+import multiprocessing as mp
+import os
+import queue
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from digitpairs import mnist
+from digitpairs.config import Config
+from digitpairs.models import get_arch
+from digitpairs.pairs import PairData, round_data
+from digitpairs.store import Store
+from digitpairs.train import RunResult, train
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    archs: tuple[str, ...]
+    rounds: int
+    cfg: Config
+
+
+@dataclass(frozen=True)
+class Unit:
+    arch: str
+    rounds: tuple[int, ...]
+
+
+def plan(study: Study, done: set[tuple[str, int]], batch_rounds: int) -> list[Unit]:
+    """The units still to train, architecture by architecture, in round order."""
+    units = []
+    for arch in study.archs:
+        todo = [r for r in range(study.rounds) if (arch, r) not in done]
+        units += [Unit(arch, tuple(todo[i:i + batch_rounds])) for i in range(0, len(todo), batch_rounds)]
+    return units
+
+
+def run_config(arch: str, cfg: Config) -> dict:
+    """What a stored run records as its config: the resolved Config and the Arch."""
+    a = get_arch(arch)
+    return {"config": (cfg.replace(**a.extra) if a.extra else cfg).to_dict(), "arch": a.to_dict()}
+
+
+# --- the work itself: the same code in the driver (workers=1) and in worker processes ---
+_DATA: dict = {}  # per process: MNIST arrays and the PairData of each round already drawn
+
+
+def _init(data_dir, threads: int, progress) -> None:
+    torch.set_num_threads(threads)
+    _DATA.clear()
+    _DATA["mnist"], _DATA["progress"] = mnist.load(data_dir, log=lambda *a: None), progress
+
+
+def _round(cfg: Config, r: int) -> PairData:
+    key = (cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap)
+    if key not in _DATA:
+        _DATA[key] = round_data(_DATA["mnist"], cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap)
+    return _DATA[key]
+
+
+def run_unit(unit: Unit, cfg: Config) -> list[RunResult]:
+    progress = _DATA.get("progress")
+    tick = (lambda _epoch: progress.put(len(unit.rounds))) if progress is not None else None
+    return train(unit.arch, cfg, [_round(cfg, r) for r in unit.rounds], list(unit.rounds),
+                 [cfg.seed + r for r in unit.rounds], on_epoch=tick)
+
+
+def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 1, threads: int | None = None,
+              batch_rounds: int = 10, log=print) -> int:
+    """Train what the store lacks; return the number of runs trained now."""
+    cfg_dicts = {a: run_config(a, study.cfg) for a in study.archs}
+    store.ensure_study(study.name, study.cfg.to_dict())
+    units = plan(study, store.done(study.name), batch_rounds)
+    n_runs = sum(len(u.rounds) for u in units)
+    if not units:
+        log(f"study {study.name!r}: all {len(study.archs) * study.rounds} runs are already in {store.path}")
+        return 0
+    mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
+    workers = min(workers, len(units))
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=n_runs * study.cfg.epochs, unit="epoch", desc=f"{study.name}: {n_runs} runs", leave=True,
+               dynamic_ncols=True, smoothing=0.05, mininterval=0.1 if sys.stderr.isatty() else 30)
+
+    def finished(unit: Unit, results: list[RunResult]) -> None:
+        store.add_runs(study.name, unit.arch, cfg_dicts[unit.arch], results)
+        for r in results:
+            bar.write(f"{unit.arch:<24} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
+
+    if workers == 1:
+        _init(data_dir, threads, None)
+        try:
+            for unit in units:
+                _DATA["progress"] = _Ticker(bar)
+                finished(unit, run_unit(unit, study.cfg))
+        finally:
+            bar.close()
+        return n_runs
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        progress = manager.Queue()
+        stop = threading.Event()
+        pump = threading.Thread(target=_pump, args=(progress, bar, stop), daemon=True)
+        pump.start()
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                     initargs=(data_dir, threads, progress)) as pool:
+                pending = {pool.submit(run_unit, u, study.cfg): u for u in units}
+                while pending:
+                    ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in ready:
+                        finished(pending.pop(fut), fut.result())
+        finally:
+            stop.set()
+            pump.join()
+            bar.close()
+    return n_runs
+
+
+class _Ticker:
+    """A stand-in for the progress queue in the driver's own process."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def put(self, n):
+        self.bar.update(n)
+
+
+def _pump(progress, bar, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            bar.update(progress.get(timeout=0.2))
+        except queue.Empty:
+            pass
+        except (EOFError, OSError):  # the manager went away
+            return

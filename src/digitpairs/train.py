@@ -1,0 +1,104 @@
+"""One training loop and one evaluator for every architecture, over K members (rounds) at once.
+
+Member k's loss is the mean over its own minibatch; the members' losses are summed, so each member's gradient,
+Adam state (Adam is elementwise) and update are exactly those of a separate run.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from digitpairs.config import Arch, Config
+from digitpairs.models import PairNet, create_model
+from digitpairs.pairs import PairData, sub_seed, target_of
+
+
+@dataclass
+class RunResult:
+    """One (architecture, round): the final test accuracy and the per-epoch curves."""
+    round: int
+    seed: int
+    test_acc: float
+    n_params: int
+    wall_s: float  # this run's share of the wall time of the batch it trained in
+    batch: int  # how many rounds trained together (K)
+    curves: list[dict] = field(default_factory=list)  # per epoch: epoch, train_cmp, train_loss, test_acc
+
+
+def losses(arch: Arch, cfg: Config, cmp, digits, classes):
+    """Per-member (K,) training objective and comparison loss L_cmp for a minibatch.
+
+    cmp (K, B), digits (K, B, 2, 10), classes (K, B, 2)."""
+    k = cmp.shape[0]
+    l_cmp = F.binary_cross_entropy_with_logits(cmp, target_of(classes.reshape(-1, 2)).view(k, -1),
+                                               reduction="none").mean(1)
+    if not arch.aux:
+        return l_cmp, l_cmp
+    if cfg.aux_loss == "ce":
+        l_digits = F.cross_entropy(digits.reshape(-1, 10), classes.reshape(-1), reduction="none").view(k, -1).mean(1)
+    else:  # "l2": mean squared error between the softmax and the one-hot class
+        onehot = F.one_hot(classes, 10).to(digits.dtype)
+        l_digits = (digits.softmax(-1) - onehot).pow(2).reshape(k, -1).mean(1)
+    if arch.head == "logic":  # TransferLearn learns the digits only; the comparison is fixed logic
+        return l_digits, l_cmp
+    return l_cmp + cfg.alpha * l_digits, l_cmp
+
+
+def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (K, N, ...), idx (K, B) -> (K, B, ...): each member's own rows."""
+    return t[torch.arange(t.shape[0]).unsqueeze(1), idx]
+
+
+@torch.inference_mode()
+def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, batch: int) -> torch.Tensor:
+    """(K,) accuracy of each member on its own test pairs; x (K, M, 2, S, S), classes (K, M, 2)."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros(x.shape[0])
+    for s in range(0, x.shape[1], batch):
+        cmp, digits = net(x[:, s:s + batch])
+        truth = classes[:, s:s + batch]
+        correct += (net.predict(cmp, digits) == (truth[..., 0] <= truth[..., 1])).sum(1)
+    net.train(was_training)
+    return correct / x.shape[1]
+
+
+def train(arch_name: str, cfg: Config, datas: list[PairData], rounds: list[int], seeds: list[int],
+          on_epoch=None) -> list[RunResult]:
+    """Train one member per round, all at once; return one RunResult per round."""
+    start = time.perf_counter()
+    k = len(rounds)
+    net = create_model(arch_name, cfg, k).seed([sub_seed(s, 1) for s in seeds], [sub_seed(s, 2) for s in seeds])
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    x = torch.stack([d.train_x for d in datas])  # (K, N, 2, S, S)
+    classes = torch.stack([d.train_classes for d in datas])  # (K, N, 2)
+    test_x = torch.stack([d.test_x for d in datas])
+    test_classes = torch.stack([d.test_classes for d in datas])
+    n = x.shape[1]
+    curves: list[list[dict]] = [[] for _ in range(k)]
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        order = torch.stack([torch.randperm(n, generator=g) for g in net.rngs])  # (K, N): each round's own order
+        sum_obj, sum_cmp, steps = torch.zeros(k), torch.zeros(k), 0
+        for s in range(0, n, cfg.batch_size):
+            idx = order[:, s:s + cfg.batch_size]
+            cb = gather(classes, idx)
+            cmp, digits = net(gather(x, idx))
+            obj, l_cmp = losses(net.arch, cfg, cmp, digits, cb)
+            opt.zero_grad(set_to_none=True)
+            obj.sum().backward()
+            opt.step()
+            sum_obj += obj.detach()
+            sum_cmp += l_cmp.detach()
+            steps += 1
+        acc = evaluate(net, test_x, test_classes, cfg.eval_batch)
+        for i in range(k):
+            curves[i].append({"epoch": epoch, "train_cmp": (sum_cmp[i] / steps).item(),
+                              "train_loss": (sum_obj[i] / steps).item(), "test_acc": acc[i].item()})
+        if on_epoch is not None:
+            on_epoch(epoch)
+    wall = (time.perf_counter() - start) / k
+    return [RunResult(r, s, curves[i][-1]["test_acc"], net.num_params(), wall, k, curves[i])
+            for i, (r, s) in enumerate(zip(rounds, seeds))]

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from digitpairs.config import Config
+from digitpairs.models import ARCHS, create_model
+
+CFG = Config()
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("size", [28, 14])
+def test_output_contract(name, size):
+    net = create_model(name, CFG.replace(size=size), k=3).seed([0, 1, 2], [0, 1, 2])
+    cmp, digits = net(torch.randn(3, 5, 2, size, size))
+    assert cmp.shape == (3, 5) and digits.shape == (3, 5, 2, 10)
+    assert net.predict(cmp, digits).shape == (3, 5)
+    net.eval()
+    with torch.no_grad():
+        cmp, digits = net(torch.randn(3, 1, 2, size, size))  # a batch of one works in eval mode
+    assert torch.isfinite(cmp).all()
+
+
+@pytest.mark.parametrize("name", [n for n, a in ARCHS.items() if a.report])
+def test_param_count_within_10_percent_of_report(name):
+    n = create_model(name, CFG).num_params()
+    assert abs(n - ARCHS[name].report[2]) / ARCHS[name].report[2] < 0.10
+    assert create_model(name, CFG, k=4).num_params() == n  # per member, whatever K
+
+
+def test_weight_sharing_really_shares():
+    ws, nows = create_model("siamese_ws", CFG), create_model("siamese_nows", CFG)
+    assert len(ws.branches) == 1 and len(nows.branches) == 2
+    branch = sum(p.numel() for p in ws.branches[0].parameters())
+    head = sum(p.numel() for p in ws.head.parameters())
+    assert ws.num_params() == branch + head and nows.num_params() == 2 * branch + head
+    ws.seed([0], [0])
+    x = torch.randn(1, 4, 2, 28, 28)
+    _, d = ws(x)
+    _, d_swapped = ws(x.flip(2))  # the same branch sees either image: swapping images swaps the digits
+    assert torch.allclose(d[:, :, 0], d_swapped[:, :, 1], atol=1e-6)
+    d[:, :, 0].sum().backward()  # the first image's digits reach the one shared branch
+    assert ws.branches[0].conv1.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_member_is_independent_of_k(name):
+    """Member k of a batched net is the same network as a single net from the same seeds."""
+    cfg = CFG.replace(size=14)
+    single = create_model(name, cfg, 1).seed([7], [8])
+    batched = create_model(name, cfg, 3).seed([5, 7, 9], [6, 8, 10])
+    x = torch.randn(3, 6, 2, 14, 14)
+    single.eval(), batched.eval()
+    with torch.no_grad():
+        c1, d1 = single(x[1:2])
+        c3, d3 = batched(x)
+    assert torch.allclose(c1[0], c3[1], atol=1e-5) and torch.allclose(d1[0], d3[1], atol=1e-5)
+
+
+def test_transfer_compares_predicted_digits():
+    net = create_model("transfer", CFG)
+    digits = torch.full((1, 3, 2, 10), -5.0)
+    for b, (a, c) in enumerate([(2, 5), (5, 2), (4, 4)]):
+        digits[0, b, 0, a] = digits[0, b, 1, c] = 5.0
+    assert net.predict(torch.zeros(1, 3), digits).tolist() == [[True, False, True]]

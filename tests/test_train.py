@@ -1,0 +1,68 @@
+import torch
+
+from conftest import fake_mnist
+from digitpairs.config import Config
+from digitpairs.models import create_model
+from digitpairs.pairs import round_data, sub_seed
+from digitpairs.train import train
+
+CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20)
+
+
+def datas(seeds):
+    m = fake_mnist()
+    return [round_data(m, s, CFG.n_pairs, CFG.n_test, CFG.size) for s in seeds]
+
+
+def test_loss_falls_and_curves_are_recorded():
+    (res,) = train("siamese_ws_aux", CFG, datas([0]), [0], [0])
+    losses = [c["train_loss"] for c in res.curves]
+    assert len(res.curves) == CFG.epochs and losses[-1] < 0.7 * losses[0]
+    assert res.test_acc == res.curves[-1]["test_acc"] and res.n_params > 0
+
+
+def test_transfer_records_l_cmp_and_learns_digits():
+    (res,) = train("transfer", CFG, datas([0]), [0], [0])
+    assert all(c["train_cmp"] > 0 for c in res.curves)
+    assert res.curves[-1]["train_loss"] < res.curves[0]["train_loss"]
+
+
+def test_same_seed_same_numbers():
+    a = train("siamese_ws_aux_bn_drop", CFG, datas([1]), [1], [1])[0]
+    b = train("siamese_ws_aux_bn_drop", CFG, datas([1]), [1], [1])[0]
+    assert a.curves == b.curves
+
+
+def test_batched_rounds_equal_separate_runs():
+    """K rounds trained at once follow the same math as K separate runs (own data, init, order, BN, dropout)."""
+    cfg = CFG.replace(epochs=2)
+    seeds = [3, 4, 5]
+    for name in ("siamese_ws_aux_bn_drop", "siamese_nows", "transfer"):
+        ds = datas(seeds)
+        together = train(name, cfg, ds, [0, 1, 2], seeds)
+        for i, s in enumerate(seeds):
+            (alone,) = train(name, cfg, [ds[i]], [i], [s])
+            for ca, ct in zip(alone.curves, together[i].curves):
+                assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-4
+                assert abs(ca["test_acc"] - ct["test_acc"]) <= 1 / cfg.n_test + 1e-9
+
+
+def test_batched_parameters_match_after_steps():
+    cfg = CFG.replace(epochs=1)
+    seeds = [3, 4]
+    ds = datas(seeds)
+    nets = {}
+    for k, chosen in ((2, seeds), (1, seeds[1:])):
+        net = create_model("siamese_ws_aux_bn", cfg, k).seed([sub_seed(s, 1) for s in chosen],
+                                                               [sub_seed(s, 2) for s in chosen])
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        x = torch.stack([d.train_x[:20] for d in ds[-k:]])
+        for _ in range(3):
+            cmp, digits = net(x)
+            opt.zero_grad()
+            (cmp.square().mean(1).sum() + digits.square().mean((1, 2, 3)).sum()).backward()
+            opt.step()
+        nets[k] = net
+    w2 = nets[2].branches[0].fc1.weight[1]
+    w1 = nets[1].branches[0].fc1.weight[0]
+    assert torch.allclose(w1, w2, atol=1e-5)
