@@ -27,6 +27,7 @@ class Config:
     dropout_p: float = 0.5  # dropout probability, where the architecture uses dropout (after fc1 and the head)
     # reproducibility and speed
     seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
+    precision: str = "fp32"  # "bf16": autocast matmuls and convolutions to bfloat16 (weights and Adam stay fp32)
     eval_batch: int = 500  # test pairs per evaluation step (memory only; does not change results)
 
     def validate(self) -> "Config":
@@ -41,6 +42,7 @@ class Config:
             (self.aux_loss in ("ce", "l2"), f"aux_loss must be 'ce' or 'l2', not {self.aux_loss!r}"),
             (0 <= self.dropout_p < 1, f"dropout_p must be in [0, 1), not {self.dropout_p}"),
             (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
+            (self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', not {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:

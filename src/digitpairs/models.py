@@ -80,7 +80,7 @@ class Branch(nn.Module):
         ks = 5 if cfg.size == 28 else 3  # the receptive field follows the image size
         c1, c2 = cfg.channels
         side = ((cfg.size - ks + 1) // 2 - ks + 1) // 2  # after conv, pool, conv, pool: 4 at 28, 2 at 14
-        self.k, self.channels_last = k, True
+        self.k, self.size, self.channels_last = k, cfg.size, True
         # a bias right before BatchNorm is redundant (BN subtracts it again): its gradient is zero but for float
         # noise, which Adam would amplify into steps of size lr
         self.conv1, self.conv2 = KConv2d(k, 1, c1, ks, bias=not bn), KConv2d(k, c1, c2, ks, bias=not bn)
@@ -121,6 +121,28 @@ class PairNet(nn.Module):
     def num_params(self) -> int:
         """Parameters of one member (BatchNorm's affine parameters included, running statistics not)."""
         return sum(p.numel() for p in self.parameters()) // self.k
+
+    def flops_per_pair(self) -> int:
+        """Analytic forward FLOPs of one member on one pair (2 per multiply-add of the convs and linear layers)."""
+        total = 0
+
+        def count(module, inputs, output):
+            nonlocal total
+            if isinstance(module, KConv2d):  # output (N, K*cout, H', W'); weight (K*cout, cin, k, k)
+                total += 2 * output.numel() * module.weight[0].numel()
+            else:  # KLinear: output (K, N, fout); weight (K, fin, fout)
+                total += 2 * module.weight.numel() * output.shape[1]
+
+        hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, KConv2d | KLinear)]
+        try:
+            size = self.branches[0].size
+            with torch.no_grad():
+                self.eval()
+                self(torch.zeros(self.k, 1, 2, size, size))
+        finally:
+            for h in hooks:
+                h.remove()
+        return total // self.k
 
     def seed(self, init_seeds: list[int], stream_seeds: list[int]) -> "PairNet":
         """Initialise member k from init_seeds[k] (PyTorch's default uniform bounds) and reset its random stream."""

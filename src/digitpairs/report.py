@@ -64,8 +64,9 @@ def figure2(curves: list[dict], labels: dict[str, str], path: Path) -> None:
             mean = np.array([np.mean(v) for v in vals])
             sd = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals])
             line, = ax.plot(epochs, mean, label=label)
-            ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
-    axes[0].set(title="Training loss L_cmp (without the auxiliary term)", xlabel="epoch", ylabel="BCE", yscale="log")
+            low = np.maximum(mean - sd, 0)  # losses and accuracies are never negative
+            ax.fill_between(epochs, low, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes[0].set(title="Training loss L_cmp (without the auxiliary term)", xlabel="epoch", ylabel="BCE")
     axes[1].set(title="Test accuracy", xlabel="epoch", ylabel="accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
