@@ -51,18 +51,22 @@ def test_batched_parameters_match_after_steps():
     cfg = CFG.replace(epochs=1)
     seeds = [3, 4]
     ds = datas(seeds)
-    nets = {}
+    nets, grads = {}, {}
     for k, chosen in ((2, seeds), (1, seeds[1:])):
         net = create_model("siamese_ws_aux_bn", cfg, k).seed([sub_seed(s, 1) for s in chosen],
                                                                [sub_seed(s, 2) for s in chosen])
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         x = torch.stack([d.train_x[:20] for d in ds[-k:]])
-        for _ in range(3):
+        for step in range(3):
             cmp, digits = net(x)
             opt.zero_grad()
             (cmp.square().mean(1).sum() + digits.square().mean((1, 2, 3)).sum()).backward()
+            if step == 0:
+                grads[k] = net.branches[0].fc1.weight.grad.clone()
             opt.step()
         nets[k] = net
-    w2 = nets[2].branches[0].fc1.weight[1]
-    w1 = nets[1].branches[0].fc1.weight[0]
-    assert torch.allclose(w1, w2, atol=1e-5)
+    assert torch.allclose(grads[1][0], grads[2][1], rtol=1e-4, atol=1e-7)  # the same gradient
+    # Adam divides by sqrt(v): where a gradient is at float-noise level, grouped and plain convolutions' last-bit
+    # differences become step differences up to lr, so parameters agree to a fraction of lr, not to the last bit
+    for p1, p2 in zip(nets[1].parameters(), nets[2].parameters(), strict=True):
+        assert (p1.reshape(-1) - p2.reshape(2, -1)[1]).abs().max() < 0.1 * cfg.lr

@@ -59,6 +59,8 @@ def build_parser() -> Parser:
     rep.add_argument("--alpha", type=float, help=f"weight of the auxiliary digit loss (default: {d.alpha})")
     rep.add_argument("--aux-loss", choices=("ce", "l2"), help=f"auxiliary criterion (default: {d.aux_loss})")
     rep.add_argument("--seed", type=int, help=f"base seed; round r uses seed + r (default: {d.seed})")
+    rep.add_argument("--precision", choices=("fp32", "bf16"),
+                     help=f"bf16: convolutions and matmuls in bfloat16 (default: {d.precision})")
     rep.add_argument("--study", default=None,
                      help="study name in the store (default: the preset's name plus the overridden fields)")
     rep.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
@@ -67,9 +69,19 @@ def build_parser() -> Parser:
                      help=f"worker processes (default: one per core, here {os.cpu_count()})")
     rep.add_argument("--threads", type=positive_int, default=None,
                      help="torch threads per worker (default: cores / workers)")
-    rep.add_argument("--batch-rounds", type=positive_int, default=1,
-                     help="rounds of one architecture trained together as one batched model (default: 1)")
+    rep.add_argument("--batch-rounds", type=positive_int, default=10,
+                     help="rounds of one architecture trained together as one batched model (default: 10)")
     add_data_dir(rep)
+
+    bench = sub.add_parser("bench", help="the plain reference loop against the engine, side by side")
+    bench.add_argument("--arch", default="siamese_ws_aux", help="architecture (default: siamese_ws_aux)")
+    bench.add_argument("--size", type=int, default=d.size, help=f"image side, 28 or 14 (default: {d.size})")
+    bench.add_argument("--epochs", type=positive_int, default=5, help="epochs per round (default: 5)")
+    bench.add_argument("--rounds", type=positive_int, default=10, help="rounds, trained together by the engine "
+                       "(default: 10)")
+    bench.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
+                       help=f"the engine's precision (default: {d.precision})")
+    add_data_dir(bench)
 
     rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
     rpt.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
@@ -78,7 +90,7 @@ def build_parser() -> Parser:
     return parser
 
 
-CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alpha", "aux_loss", "seed")
+CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alpha", "aux_loss", "seed", "precision")
 
 
 def cmd_reproduce(args) -> int:
@@ -126,6 +138,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from digitpairs import bench
+    from digitpairs.models import get_arch
+
+    get_arch(args.arch)
+    cfg = Config().replace(size=args.size, epochs=args.epochs, precision=args.precision)
+    bench.run(args.arch, cfg, args.rounds, args.data_dir)
+    return 0
+
+
 def cmd_list(args) -> int:
     from digitpairs.models import ARCHS, create_model
 
@@ -144,7 +166,8 @@ def main(argv=None) -> int:
             path = mnist.fetch(args.data_dir)
             print(f"MNIST verified in {path}")
             return 0
-        return {"list": cmd_list, "reproduce": cmd_reproduce, "report": cmd_report}[args.command](args)
+        commands = {"list": cmd_list, "reproduce": cmd_reproduce, "report": cmd_report, "bench": cmd_bench}
+        return commands[args.command](args)
     except UserError as e:
         print(f"digitpairs: error: {e}", file=sys.stderr)
         return 2

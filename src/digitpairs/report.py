@@ -13,13 +13,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from digitpairs import UserError
+from digitpairs.models import ARCHS
 from digitpairs.store import Store
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per architecture, in the order the study ran them: mean, SD over rounds, #params, the report's."""
+    """One row per architecture (registry order, then by name): mean, SD over rounds, #params, the report's."""
+    order = {name: i for i, name in enumerate(ARCHS)}
     by_arch: dict[str, list[dict]] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: (order.get(r["arch"], len(order)), r["arch"])):
         by_arch.setdefault(r["arch"], []).append(r)
     rows = []
     for arch, rs in by_arch.items():

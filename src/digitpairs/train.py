@@ -51,14 +51,20 @@ def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t[torch.arange(t.shape[0]).unsqueeze(1), idx]
 
 
+def autocast(precision: str):
+    """bf16: convolutions and matmuls in bfloat16 (native on this kind of CPU); weights and Adam stay fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
-def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, batch: int) -> torch.Tensor:
+def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, batch: int, precision: str = "fp32"):
     """(K,) accuracy of each member on its own test pairs; x (K, M, 2, S, S), classes (K, M, 2)."""
     was_training = net.training
     net.eval()
     correct = torch.zeros(x.shape[0])
     for s in range(0, x.shape[1], batch):
-        cmp, digits = net(x[:, s:s + batch])
+        with autocast(precision):
+            cmp, digits = net(x[:, s:s + batch])
         truth = classes[:, s:s + batch]
         correct += (net.predict(cmp, digits) == (truth[..., 0] <= truth[..., 1])).sum(1)
     net.train(was_training)
@@ -66,11 +72,15 @@ def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, batch: int) -
 
 
 def train(arch_name: str, cfg: Config, datas: list[PairData], rounds: list[int], seeds: list[int],
-          on_epoch=None) -> list[RunResult]:
-    """Train one member per round, all at once; return one RunResult per round."""
+          on_epoch=None, channels_last: bool = True) -> list[RunResult]:
+    """Train one member per round, all at once; return one RunResult per round.
+
+    channels_last only changes speed (NHWC convolutions and pooling are much faster on CPU), not the math."""
     start = time.perf_counter()
     k = len(rounds)
     net = create_model(arch_name, cfg, k).seed([sub_seed(s, 1) for s in seeds], [sub_seed(s, 2) for s in seeds])
+    for branch in net.branches:
+        branch.channels_last = channels_last
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     x = torch.stack([d.train_x for d in datas])  # (K, N, 2, S, S)
     classes = torch.stack([d.train_classes for d in datas])  # (K, N, 2)
@@ -85,15 +95,16 @@ def train(arch_name: str, cfg: Config, datas: list[PairData], rounds: list[int],
         for s in range(0, n, cfg.batch_size):
             idx = order[:, s:s + cfg.batch_size]
             cb = gather(classes, idx)
-            cmp, digits = net(gather(x, idx))
-            obj, l_cmp = losses(net.arch, cfg, cmp, digits, cb)
+            with autocast(cfg.precision):
+                cmp, digits = net(gather(x, idx))
+            obj, l_cmp = losses(net.arch, cfg, cmp.float(), digits.float(), cb)
             opt.zero_grad(set_to_none=True)
             obj.sum().backward()
             opt.step()
             sum_obj += obj.detach()
             sum_cmp += l_cmp.detach()
             steps += 1
-        acc = evaluate(net, test_x, test_classes, cfg.eval_batch)
+        acc = evaluate(net, test_x, test_classes, cfg.eval_batch, cfg.precision)
         for i in range(k):
             curves[i].append({"epoch": epoch, "train_cmp": (sum_cmp[i] / steps).item(),
                               "train_loss": (sum_obj[i] / steps).item(), "test_acc": acc[i].item()})
