@@ -14,7 +14,8 @@ def populated_store(tmp_path):
     store = Store(path)
     store.ensure_study("st", {})
     store.add_runs("st", "siamese_ws", {"arch": {"label": "WS", "report": None}},
-                   [RunResult(0, 0, 0.9, 10, 1.0, 1, [{"epoch": 1, "train_cmp": .5, "train_loss": .5, "test_acc": .9}])])
+                   [RunResult(0, 0, 0.9, None, 10, 1.0, 1,
+                              [{"epoch": 1, "train_cmp": .5, "train_loss": .5, "val_acc": None, "test_acc": .9}])])
     store.close()
     return path
 

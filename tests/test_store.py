@@ -13,7 +13,8 @@ from digitpairs.train import RunResult
 
 
 def result(r, acc=0.9):
-    return RunResult(r, r, acc, 100, 1.0, 1, [{"epoch": 1, "train_cmp": 0.5, "train_loss": 0.6, "test_acc": acc}])
+    return RunResult(r, r, acc, None, 100, 1.0, 1,
+                     [{"epoch": 1, "train_cmp": 0.5, "train_loss": 0.6, "val_acc": None, "test_acc": acc}])
 
 
 def test_runs_are_written_once(tmp_path):
@@ -67,12 +68,12 @@ def test_killed_study_resumes_without_loss_or_duplicates(tmp_path, real_data_dir
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = Store(store_path)
-    before = {(r["arch"], r["round"]): (r["test_acc"], r["finished"]) for r in first.runs("quick-epochs3")}
+    before = {(r["arch"], r["round"]): (r["test_acc"], r["finished"]) for r in first.runs("paper-quick-epochs3")}
     first.close()
     assert 2 <= len(before) < 8
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     store = Store(store_path)
-    after = store.runs("quick-epochs3")
+    after = store.runs("paper-quick-epochs3")
     keys = [(r["arch"], r["round"]) for r in after]
     assert len(keys) == len(set(keys)) == 8
     assert all((r["test_acc"], r["finished"]) == before[(r["arch"], r["round"])]

@@ -6,7 +6,7 @@ from digitpairs.models import create_model
 from digitpairs.pairs import round_data, sub_seed
 from digitpairs.train import train
 
-CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20)
+CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20, precision="fp32")  # fp32: exact equivalence
 
 
 def datas(seeds):
@@ -70,3 +70,11 @@ def test_batched_parameters_match_after_steps():
     # differences become step differences up to lr, so parameters agree to a fraction of lr, not to the last bit
     for p1, p2 in zip(nets[1].parameters(), nets[2].parameters(), strict=True):
         assert (p1.reshape(-1) - p2.reshape(2, -1)[1]).abs().max() < 0.1 * cfg.lr
+
+
+def test_bf16_trains_and_is_deterministic():
+    cfg = CFG.replace(precision="bf16", epochs=3)
+    a = train("transfer", cfg, datas([2]), [2], [2])[0]
+    b = train("transfer", cfg, datas([2]), [2], [2])[0]
+    assert a.curves == b.curves and all(c["train_cmp"] == c["train_cmp"] for c in a.curves)  # finite, no NaN
+    assert a.curves[-1]["train_loss"] < a.curves[0]["train_loss"]

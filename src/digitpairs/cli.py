@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from digitpairs import UserError, mnist
-from digitpairs.config import PRESET_ROUNDS, PRESETS, Config
+from digitpairs.config import QUICK, QUICK_ROUNDS, Config
 
 DEFAULT_STORE = Path("runs/digitpairs.sqlite")
 
@@ -43,13 +43,38 @@ def build_parser() -> Parser:
     ls = sub.add_parser("list", help="the registered architectures and their #params")
     ls.add_argument("--size", type=int, default=d.size, choices=(14, 28), help=f"image side (default: {d.size})")
 
-    rep = sub.add_parser("reproduce", help="the report's study: architectures x rounds, then its report")
-    rep.add_argument("--quick", action="store_true",
-                     help=f"few pairs, epochs and rounds ({PRESETS['quick']}, {PRESET_ROUNDS['quick']} rounds): "
-                          "the whole path in seconds")
-    rep.add_argument("--rounds", type=positive_int, help="rounds per architecture (default: 10, quick: 2)")
+    rep = sub.add_parser("reproduce", help="the report's study (the shipped studies/paper.toml), then its report")
+    run = sub.add_parser("run", help="a study from a TOML file, then its report")
+    run.add_argument("study_file", type=Path, help="the study file (see studies/*.toml in the package)")
+    for p in (rep, run):
+        add_study_flags(p, d)
     rep.add_argument("--archs", default=None,
                      help="comma-separated architecture names (default: the report's six; see `digitpairs list`)")
+
+    bench = sub.add_parser("bench", help="the plain reference loop against the engine, side by side")
+    bench.add_argument("--arch", default="siamese_ws_aux", help="architecture (default: siamese_ws_aux)")
+    bench.add_argument("--size", type=int, default=d.size, help=f"image side, 28 or 14 (default: {d.size})")
+    bench.add_argument("--epochs", type=positive_int, default=5, help="epochs per round (default: 5)")
+    bench.add_argument("--rounds", type=positive_int, default=10, help="rounds, trained together by the engine "
+                       "(default: 10)")
+    bench.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
+                       help=f"the engine's precision (default: {d.precision})")
+    add_data_dir(bench)
+
+    rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
+    rpt.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
+    rpt.add_argument("--out", type=Path, default=None, help="report folder (default: runs/STUDY)")
+    for p in (ls, rep, run, bench, rpt):
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import a module (name or .py path) that registers more architectures; repeatable")
+    return parser
+
+
+def add_study_flags(rep, d: Config) -> None:
+    rep.add_argument("--quick", action="store_true",
+                     help=f"few pairs, epochs and rounds ({QUICK}, {QUICK_ROUNDS} rounds): the whole path in seconds")
+    rep.add_argument("--rounds", type=positive_int, help="rounds per architecture (default: the study's)")
     rep.add_argument("--epochs", type=positive_int, help=f"training epochs (default: {d.epochs})")
     rep.add_argument("--size", type=int, help=f"image side, 28 or 14 (default: {d.size})")
     rep.add_argument("--n-pairs", type=positive_int, help=f"training pairs per round (default: {d.n_pairs})")
@@ -73,55 +98,49 @@ def build_parser() -> Parser:
                      help="rounds of one architecture trained together as one batched model (default: 10)")
     add_data_dir(rep)
 
-    bench = sub.add_parser("bench", help="the plain reference loop against the engine, side by side")
-    bench.add_argument("--arch", default="siamese_ws_aux", help="architecture (default: siamese_ws_aux)")
-    bench.add_argument("--size", type=int, default=d.size, help=f"image side, 28 or 14 (default: {d.size})")
-    bench.add_argument("--epochs", type=positive_int, default=5, help="epochs per round (default: 5)")
-    bench.add_argument("--rounds", type=positive_int, default=10, help="rounds, trained together by the engine "
-                       "(default: 10)")
-    bench.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
-                       help=f"the engine's precision (default: {d.precision})")
-    add_data_dir(bench)
-
-    rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
-    rpt.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
-    rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
-    rpt.add_argument("--out", type=Path, default=None, help="report folder (default: runs/STUDY)")
-    return parser
-
 
 CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alpha", "aux_loss", "seed", "precision")
 
 
-def cmd_reproduce(args) -> int:
-    from digitpairs.models import ARCHS, get_arch
+def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = None) -> int:
+    """Load the study file, apply --quick and the Config flags, train what the store lacks, write the report."""
+    import dataclasses
+
+    from digitpairs import studyfile
     from digitpairs.report import writable_dir, write_report
     from digitpairs.store import Store
-    from digitpairs.study import Study, run_study
+    from digitpairs.study import run_study
 
-    preset = "quick" if args.quick else "paper"
-    base = Config().replace(**PRESETS[preset])
+    path = study_file or args.study_file
     overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
-    cfg = base.replace(**overrides)
-    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip()) if args.archs else tuple(ARCHS)[:6]
-    if not archs:
-        raise UserError("--archs names no architecture: see `digitpairs list`")
-    for a in archs:
-        get_arch(a)
-    rounds = args.rounds or PRESET_ROUNDS[preset]
-    name = args.study or preset + "".join(f"-{k}{v}" for k, v in sorted(overrides.items())
-                                          if getattr(base, k) != v)
+    spec = studyfile.read(path) | (spec_changes or {})
+    study = studyfile.build(spec, str(path), quick=args.quick, overrides=overrides)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else study.rounds)
+    name = args.study or study.name + "-quick" * args.quick + "".join(
+        f"-{k}{v}" for k, v in sorted(overrides.items()))
+    study = dataclasses.replace(study, name=name, rounds=rounds)
     out = writable_dir(args.out or Path("runs") / name)
     store = Store(args.store)
     try:
-        run_study(Study(name, archs, rounds, cfg), store, args.data_dir, workers=args.workers or os.cpu_count() or 1,
-                  threads=args.threads,
+        run_study(study, store, args.data_dir, workers=args.workers or os.cpu_count() or 1, threads=args.threads,
                   batch_rounds=args.batch_rounds)
-        path = write_report(store, name, out)
+        report = write_report(store, name, out)
     finally:
         store.close()
-    print(f"report: {path}")
+    print(f"report: {report}")
     return 0
+
+
+def cmd_reproduce(args) -> int:
+    from digitpairs.studyfile import shipped
+
+    changes = None
+    if args.archs is not None:
+        archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+        if not archs:
+            raise UserError("--archs names no architecture: see `digitpairs list`")
+        changes = {"archs": archs}
+    return cmd_run(args, shipped("paper"), changes)
 
 
 def cmd_report(args) -> int:
@@ -159,6 +178,24 @@ def cmd_list(args) -> int:
     return 0
 
 
+def load_plugin(name: str) -> None:
+    """Import a user's module (dotted name, or a path to a .py file) so that its architectures register."""
+    import importlib
+    import importlib.util
+
+    try:
+        if name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(name).stem, name)
+            if spec is None or not Path(name).is_file():
+                raise ImportError(f"no file {name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001 - any failure in the user's module is reported in one line
+        raise UserError(f"cannot import plugin {name!r} ({type(e).__name__}: {e}): check the module") from None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -166,7 +203,10 @@ def main(argv=None) -> int:
             path = mnist.fetch(args.data_dir)
             print(f"MNIST verified in {path}")
             return 0
-        commands = {"list": cmd_list, "reproduce": cmd_reproduce, "report": cmd_report, "bench": cmd_bench}
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        commands = {"list": cmd_list, "reproduce": cmd_reproduce, "run": cmd_run, "report": cmd_report,
+                    "bench": cmd_bench}
         return commands[args.command](args)
     except UserError as e:
         print(f"digitpairs: error: {e}", file=sys.stderr)

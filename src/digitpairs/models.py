@@ -11,6 +11,7 @@ Output contract, for every architecture: forward(x) with x (K, B, 2, S, S) retur
   digits (K, B, 2, 10) digit logits of the two images
 """
 
+import dataclasses
 import math
 
 import torch
@@ -165,13 +166,15 @@ class PairNet(nn.Module):
             digits = self.branches[0](x.permute(1, 2, 0, 3, 4).reshape(b * 2, k, s, s)).view(k, b, 2, 10)
         else:
             digits = torch.stack([br(x[:, :, i].transpose(0, 1)) for i, br in enumerate(self.branches)], dim=2)
+        digits = digits.float()  # probabilities and the comparison in fp32, also under bf16 autocast
         probs = digits.softmax(-1)  # (K, B, 2, 10)
         if self.arch.head == "mlp":
             h = probs.reshape(k, b, 20)
             for i, layer in enumerate(self.head):
                 h = layer(h) if i == len(self.head) - 1 else F.relu(layer(h))
             return h.squeeze(-1), digits
-        p_le = torch.einsum("kbi,ij,kbj->kb", probs[:, :, 0], self.le, probs[:, :, 1]).clamp(1e-6, 1 - 1e-6)
+        with torch.autocast("cpu", enabled=False):  # 1 - 1e-6 is 1 in bfloat16
+            p_le = torch.einsum("kbi,ij,kbj->kb", probs[:, :, 0], self.le, probs[:, :, 1]).clamp(1e-6, 1 - 1e-6)
         return torch.log(p_le) - torch.log1p(-p_le), digits  # the soft logic as a logit, for L_cmp
 
     def predict(self, cmp, digits):
@@ -186,10 +189,23 @@ ARCHS: dict[str, Arch] = {}
 
 
 def register(arch: Arch) -> Arch:
+    """Add a named architecture to the registry (`digitpairs list`, studies and the tests pick it up)."""
     if arch.name in ARCHS:
         raise ValueError(f"architecture {arch.name!r} is already registered")
     ARCHS[arch.name] = arch
     return arch
+
+
+def register_arch(fn):
+    """Decorator: register the Arch that fn returns, named after fn unless it names itself.
+
+        @register_arch
+        def siamese_wide():
+            return Arch("siamese_wide", "Siamese WS,AUX wide", aux=True, extra={"hidden": 256})
+    """
+    arch = fn()
+    register(arch if arch.name else dataclasses.replace(arch, name=fn.__name__))
+    return fn
 
 
 # Table 1 of the report, with its figures (test accuracy, SD, #params)
@@ -208,6 +224,7 @@ def get_arch(name: str) -> Arch:
     return ARCHS[name]
 
 
-def create_model(name: str, cfg: Config, k: int = 1) -> PairNet:
-    arch = get_arch(name)
+def create_model(arch: Arch | str, cfg: Config, k: int = 1) -> PairNet:
+    """A PairNet of K members for a registered name or an Arch; the Arch's config overrides apply."""
+    arch = get_arch(arch) if isinstance(arch, str) else arch
     return PairNet(arch, cfg.replace(**arch.extra) if arch.extra else cfg, k)

@@ -37,6 +37,8 @@ class PairData:
     train_classes: torch.Tensor  # (N, 2) long
     test_x: torch.Tensor  # (M, 2, S, S) float
     test_classes: torch.Tensor  # (M, 2) long
+    val_x: torch.Tensor  # (V, 2, S, S) float: held out from the training pairs, not swapped
+    val_classes: torch.Tensor  # (V, 2) long
     mean: float
     std: float
 
@@ -49,15 +51,20 @@ class PairData:
         return target_of(self.test_classes)
 
 
-def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28, do_swap: bool = True) -> PairData:
-    """The pairs of the round with this seed: the same for every architecture that trains on it."""
+def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28, do_swap: bool = True,
+               n_val: int = 0) -> PairData:
+    """The pairs of the round with this seed: the same for every architecture that trains on it.
+
+    The last n_val of the n_pairs training pairs are held out for validation (the rest train)."""
     g = torch.Generator().manual_seed(sub_seed(seed, 0))
     train_x, train_c = draw_pairs(mnist["train_images"], mnist["train_labels"], n_pairs, g)
     test_x, test_c = draw_pairs(mnist["test_images"], mnist["test_labels"], n_test, g)
     if size == 14:  # the course's 14x14 images: 2x2 average pooling
         train_x, test_x = F.avg_pool2d(train_x, 2), F.avg_pool2d(test_x, 2)
-    mean, std = train_x.mean().item(), train_x.std().item()  # training statistics only
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    k = n_pairs - n_val
+    train_x, val_x, train_c, val_c = train_x[:k], train_x[k:], train_c[:k], train_c[k:]
+    mean, std = train_x.mean().item(), train_x.std().item()  # statistics of the pairs that train, only
+    train_x, val_x, test_x = (train_x - mean) / std, (val_x - mean) / std, (test_x - mean) / std
     if do_swap:
         train_x, train_c = swap(train_x, train_c)
-    return PairData(train_x, train_c, test_x, test_c, mean, std)
+    return PairData(train_x, train_c, test_x, test_c, val_x, val_c, mean, std)

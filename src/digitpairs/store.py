@@ -18,16 +18,17 @@ SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE studies (
     study TEXT PRIMARY KEY,
-    config TEXT NOT NULL,            -- the resolved Config as JSON, shared by all its runs
+    config TEXT NOT NULL,            -- the study's spec as JSON: its variants and their resolved configs
     created TEXT NOT NULL DEFAULT (datetime('now'))
 );
 CREATE TABLE runs (
     study TEXT NOT NULL REFERENCES studies(study),
-    arch TEXT NOT NULL,
+    arch TEXT NOT NULL,              -- the variant: a registered name, or name[overrides]
     round INTEGER NOT NULL,
     seed INTEGER NOT NULL,           -- the round's seed: pairs, initialisation and data order derive from it
     config TEXT NOT NULL,            -- the resolved Config and the Arch, as JSON
     test_acc REAL NOT NULL,          -- after the last epoch
+    val_acc REAL,                    -- after the last epoch, on the held-out training pairs (NULL: no split)
     n_params INTEGER NOT NULL,
     wall_s REAL NOT NULL,            -- share of the wall time of the batch the run trained in
     batch INTEGER NOT NULL,          -- rounds trained together
@@ -40,6 +41,7 @@ CREATE TABLE curves (
     study TEXT NOT NULL, arch TEXT NOT NULL, round INTEGER NOT NULL, epoch INTEGER NOT NULL,
     train_cmp REAL NOT NULL,         -- training L_cmp, without the auxiliary term
     train_loss REAL NOT NULL,        -- the training objective
+    val_acc REAL,
     test_acc REAL NOT NULL,
     PRIMARY KEY (study, arch, round, epoch),
     FOREIGN KEY (study, arch, round) REFERENCES runs(study, arch, round)
@@ -90,7 +92,7 @@ class Store:
         if row is None:
             self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, text))
         elif row[0] != text:
-            old, new = json.loads(row[0]), config
+            old, new = json.loads(row[0]), json.loads(text)
             diff = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
                              if old.get(k) != new.get(k))
             raise UserError(f"study {study!r} in {self.path} was run with another config ({diff}): "
@@ -106,14 +108,15 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             for r in results:
                 cur = self.db.execute(
-                    "INSERT OR IGNORE INTO runs (study, arch, round, seed, config, test_acc, n_params, wall_s, batch,"
-                    " torch_version, package_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (study, arch, r.round, r.seed, text, r.test_acc, r.n_params, r.wall_s, r.batch,
+                    "INSERT OR IGNORE INTO runs (study, arch, round, seed, config, test_acc, val_acc, n_params, wall_s,"
+                    " batch, torch_version, package_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (study, arch, r.round, r.seed, text, r.test_acc, r.val_acc, r.n_params, r.wall_s, r.batch,
                      torch.__version__, __version__))
                 if cur.rowcount:
                     self.db.executemany(
-                        "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(study, arch, r.round, c["epoch"], c["train_cmp"], c["train_loss"], c["test_acc"])
+                        "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(study, arch, r.round, c["epoch"], c["train_cmp"], c["train_loss"], c["val_acc"],
+                          c["test_acc"])
                          for c in r.curves])
 
     def studies(self) -> list[str]:
@@ -131,7 +134,7 @@ class Store:
         return [dict(zip(cols, row)) | {"config": json.loads(row[cols.index("config")])} for row in cur]
 
     def curves(self, study: str) -> list[dict]:
-        cur = self.db.execute("SELECT arch, round, epoch, train_cmp, train_loss, test_acc FROM curves "
+        cur = self.db.execute("SELECT arch, round, epoch, train_cmp, train_loss, val_acc, test_acc FROM curves "
                               "WHERE study = ? ORDER BY arch, round, epoch", (study,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]

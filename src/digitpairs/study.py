@@ -1,7 +1,7 @@
-"""A study: architectures x rounds, planned from what the store lacks, trained in units, stored unit by unit.
+"""Running a study: the plan (variant x round) from what the store lacks, units of work, resuming.
 
-A unit is one architecture's missing rounds (up to `batch_rounds` of them), trained together as one batched
-model. Round r has seed `cfg.seed + r`; every architecture of round r trains on the same pairs.
+A unit is one variant's missing rounds (up to `batch_rounds` of them), trained together as one batched model.
+Round r has seed `cfg.seed + r`; every variant of round r trains on the same pairs.
 """
 
 import multiprocessing as mp
@@ -17,44 +17,34 @@ import torch
 from tqdm import tqdm
 
 from digitpairs import mnist
-from digitpairs.config import Config
-from digitpairs.models import get_arch
 from digitpairs.pairs import PairData, round_data
 from digitpairs.store import Store
+from digitpairs.studyfile import Study, Variant
 from digitpairs.train import RunResult, train
 
 
 @dataclass(frozen=True)
-class Study:
-    name: str
-    archs: tuple[str, ...]
-    rounds: int
-    cfg: Config
-
-
-@dataclass(frozen=True)
 class Unit:
-    arch: str
+    variant: Variant
     rounds: tuple[int, ...]
 
 
 def plan(study: Study, done: set[tuple[str, int]], batch_rounds: int) -> list[Unit]:
-    """The units still to train, architecture by architecture, in round order."""
+    """The units still to train, variant by variant, in round order."""
     units = []
-    for arch in study.archs:
-        todo = [r for r in range(study.rounds) if (arch, r) not in done]
-        units += [Unit(arch, tuple(todo[i:i + batch_rounds])) for i in range(0, len(todo), batch_rounds)]
+    for v in study.variants:
+        todo = [r for r in range(study.rounds) if (v.name, r) not in done]
+        units += [Unit(v, tuple(todo[i:i + batch_rounds])) for i in range(0, len(todo), batch_rounds)]
     return units
 
 
-def run_config(arch: str, cfg: Config) -> dict:
-    """What a stored run records as its config: the resolved Config and the Arch."""
-    a = get_arch(arch)
-    return {"config": (cfg.replace(**a.extra) if a.extra else cfg).to_dict(), "arch": a.to_dict()}
+def run_config(v: Variant) -> dict:
+    """What a stored run records as its config: the resolved Config, the Arch and the sweep point."""
+    return {"config": v.cfg.to_dict(), "arch": v.arch.to_dict(), "sweep": dict(v.sweep)}
 
 
 # --- the work itself: the same code in the driver (workers=1) and in worker processes ---
-_DATA: dict = {}  # per process: MNIST arrays and the PairData of each round already drawn
+_DATA: dict = {}  # per process: the MNIST arrays and the progress queue
 
 
 def _init(data_dir, threads: int, progress) -> None:
@@ -63,47 +53,46 @@ def _init(data_dir, threads: int, progress) -> None:
     _DATA["mnist"], _DATA["progress"] = mnist.load(data_dir, log=lambda *a: None), progress
 
 
-def _round(cfg: Config, r: int) -> PairData:
-    key = (cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap)
-    if key not in _DATA:
-        _DATA[key] = round_data(_DATA["mnist"], cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap)
-    return _DATA[key]
+def _round(v: Variant, r: int) -> PairData:
+    """Round r's pairs, drawn again for each unit (tens of ms; keeping them would cost memory per worker)."""
+    c = v.cfg
+    return round_data(_DATA["mnist"], c.seed + r, c.n_pairs, c.n_test, c.size, c.swap, c.n_val)
 
 
-def run_unit(unit: Unit, cfg: Config) -> list[RunResult]:
+def run_unit(unit: Unit) -> list[RunResult]:
     progress = _DATA.get("progress")
     tick = (lambda _epoch: progress.put(len(unit.rounds))) if progress is not None else None
-    return train(unit.arch, cfg, [_round(cfg, r) for r in unit.rounds], list(unit.rounds),
-                 [cfg.seed + r for r in unit.rounds], on_epoch=tick)
+    v = unit.variant
+    return train(v.arch, v.cfg, [_round(v, r) for r in unit.rounds], list(unit.rounds),
+                 [v.cfg.seed + r for r in unit.rounds], on_epoch=tick)
 
 
 def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 1, threads: int | None = None,
               batch_rounds: int = 10, log=print) -> int:
     """Train what the store lacks; return the number of runs trained now."""
-    cfg_dicts = {a: run_config(a, study.cfg) for a in study.archs}
-    store.ensure_study(study.name, study.cfg.to_dict())
+    store.ensure_study(study.name, study.spec())
     units = plan(study, store.done(study.name), batch_rounds)
     n_runs = sum(len(u.rounds) for u in units)
     if not units:
-        log(f"study {study.name!r}: all {len(study.archs) * study.rounds} runs are already in {store.path}")
+        log(f"study {study.name!r}: all {len(study.variants) * study.rounds} runs are already in {store.path}")
         return 0
     mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
     workers = min(workers, len(units))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=n_runs * study.cfg.epochs, unit="epoch", desc=f"{study.name}: {n_runs} runs", leave=True,
-               dynamic_ncols=True, smoothing=0.05, mininterval=0.1 if sys.stderr.isatty() else 30)
+    epochs = sum(len(u.rounds) * u.variant.cfg.epochs for u in units)
+    bar = tqdm(total=epochs, unit="epoch", desc=f"{study.name}: {n_runs} runs", leave=True, dynamic_ncols=True,
+               smoothing=0.05, mininterval=0.1 if sys.stderr.isatty() else 30)
 
     def finished(unit: Unit, results: list[RunResult]) -> None:
-        store.add_runs(study.name, unit.arch, cfg_dicts[unit.arch], results)
+        store.add_runs(study.name, unit.variant.name, run_config(unit.variant), results)
         for r in results:
-            bar.write(f"{unit.arch:<24} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
+            bar.write(f"{unit.variant.name:<28} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
 
     if workers == 1:
-        _init(data_dir, threads, None)
+        _init(data_dir, threads, _Ticker(bar))
         try:
             for unit in units:
-                _DATA["progress"] = _Ticker(bar)
-                finished(unit, run_unit(unit, study.cfg))
+                finished(unit, run_unit(unit))
         finally:
             bar.close()
         return n_runs
@@ -116,7 +105,7 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
         try:
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
                                      initargs=(data_dir, threads, progress)) as pool:
-                pending = {pool.submit(run_unit, u, study.cfg): u for u in units}
+                pending = {pool.submit(run_unit, u): u for u in units}
                 while pending:
                     ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in ready:

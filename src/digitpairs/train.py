@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from digitpairs import UserError
 from digitpairs.config import Arch, Config
-from digitpairs.models import PairNet, create_model
+from digitpairs.models import PairNet, create_model, get_arch
 from digitpairs.pairs import PairData, sub_seed, target_of
 
 
@@ -21,10 +22,11 @@ class RunResult:
     round: int
     seed: int
     test_acc: float
+    val_acc: float | None  # after the last epoch, on the held-out training pairs (None without a split)
     n_params: int
     wall_s: float  # this run's share of the wall time of the batch it trained in
     batch: int  # how many rounds trained together (K)
-    curves: list[dict] = field(default_factory=list)  # per epoch: epoch, train_cmp, train_loss, test_acc
+    curves: list[dict] = field(default_factory=list)  # per epoch: epoch, train_cmp, train_loss, val_acc, test_acc
 
 
 def losses(arch: Arch, cfg: Config, cmp, digits, classes):
@@ -51,13 +53,16 @@ def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t[torch.arange(t.shape[0]).unsqueeze(1), idx]
 
 
+EVAL_BATCH = 250  # test pairs per evaluation step: bounds memory, does not change results
+
+
 def autocast(precision: str):
     """bf16: convolutions and matmuls in bfloat16 (native on this kind of CPU); weights and Adam stay fp32."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
-def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, batch: int, precision: str = "fp32"):
+def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, precision: str = "fp32", batch: int = EVAL_BATCH):
     """(K,) accuracy of each member on its own test pairs; x (K, M, 2, S, S), classes (K, M, 2)."""
     was_training = net.training
     net.eval()
@@ -71,14 +76,15 @@ def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, batch: int, p
     return correct / x.shape[1]
 
 
-def train(arch_name: str, cfg: Config, datas: list[PairData], rounds: list[int], seeds: list[int],
+def train(arch: Arch | str, cfg: Config, datas: list[PairData], rounds: list[int], seeds: list[int],
           on_epoch=None, channels_last: bool = True) -> list[RunResult]:
     """Train one member per round, all at once; return one RunResult per round.
 
     channels_last only changes speed (NHWC convolutions and pooling are much faster on CPU), not the math."""
     start = time.perf_counter()
     k = len(rounds)
-    net = create_model(arch_name, cfg, k).seed([sub_seed(s, 1) for s in seeds], [sub_seed(s, 2) for s in seeds])
+    arch = get_arch(arch) if isinstance(arch, str) else arch
+    net = create_model(arch, cfg, k).seed([sub_seed(s, 1) for s in seeds], [sub_seed(s, 2) for s in seeds])
     for branch in net.branches:
         branch.channels_last = channels_last
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -86,6 +92,8 @@ def train(arch_name: str, cfg: Config, datas: list[PairData], rounds: list[int],
     classes = torch.stack([d.train_classes for d in datas])  # (K, N, 2)
     test_x = torch.stack([d.test_x for d in datas])
     test_classes = torch.stack([d.test_classes for d in datas])
+    val_x = torch.stack([d.val_x for d in datas])
+    val_classes = torch.stack([d.val_classes for d in datas])
     n = x.shape[1]
     curves: list[list[dict]] = [[] for _ in range(k)]
     for epoch in range(1, cfg.epochs + 1):
@@ -104,12 +112,18 @@ def train(arch_name: str, cfg: Config, datas: list[PairData], rounds: list[int],
             sum_obj += obj.detach()
             sum_cmp += l_cmp.detach()
             steps += 1
-        acc = evaluate(net, test_x, test_classes, cfg.eval_batch, cfg.precision)
+        if not torch.isfinite(sum_obj).all():
+            bad = [rounds[i] for i in range(k) if not torch.isfinite(sum_obj[i])]
+            raise UserError(f"{arch.name} diverged (non-finite loss) in round(s) {bad} at epoch {epoch}: "
+                            f"lower --lr (now {cfg.lr}) or use --precision fp32 (now {cfg.precision})")
+        acc = evaluate(net, test_x, test_classes, cfg.precision)
+        val = evaluate(net, val_x, val_classes, cfg.precision) if val_x.shape[1] else None
         for i in range(k):
             curves[i].append({"epoch": epoch, "train_cmp": (sum_cmp[i] / steps).item(),
-                              "train_loss": (sum_obj[i] / steps).item(), "test_acc": acc[i].item()})
+                              "train_loss": (sum_obj[i] / steps).item(),
+                              "val_acc": None if val is None else val[i].item(), "test_acc": acc[i].item()})
         if on_epoch is not None:
             on_epoch(epoch)
     wall = (time.perf_counter() - start) / k
-    return [RunResult(r, s, curves[i][-1]["test_acc"], net.num_params(), wall, k, curves[i])
+    return [RunResult(r, s, curves[i][-1]["test_acc"], curves[i][-1]["val_acc"], net.num_params(), wall, k, curves[i])
             for i, (r, s) in enumerate(zip(rounds, seeds))]

@@ -1,0 +1,20 @@
+from conftest import run_cli
+
+PLUGIN = '''
+from digitpairs.config import Arch
+from digitpairs.models import register_arch
+
+
+@register_arch
+def siamese_tiny():
+    return Arch("", "Siamese tiny", aux=True, extra={"hidden": 16})
+'''
+
+
+def test_plugin_registers_an_architecture(tmp_path):
+    path = tmp_path / "my_archs.py"
+    path.write_text(PLUGIN)
+    p = run_cli("list", "--plugin", path)
+    assert p.returncode == 0 and "siamese_tiny" in p.stdout
+    bad = run_cli("list", "--plugin", "no_such_module_here")
+    assert bad.returncode == 2 and "cannot import plugin" in bad.stderr and len(bad.stderr.splitlines()) == 1
