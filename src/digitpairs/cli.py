@@ -45,7 +45,8 @@ def build_parser() -> Parser:
 
     rep = sub.add_parser("reproduce", help="the report's study (the shipped studies/paper.toml), then its report")
     run = sub.add_parser("run", help="a study from a TOML file, then its report")
-    run.add_argument("study_file", type=Path, help="the study file (see studies/*.toml in the package)")
+    run.add_argument("study_file", type=Path,
+                     help="a study file (.toml), or the name of a shipped study: paper, alpha, aux_loss")
     for p in (rep, run):
         add_study_flags(p, d)
     rep.add_argument("--archs", default=None,
@@ -112,6 +113,8 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     from digitpairs.study import run_study
 
     path = study_file or args.study_file
+    if path.suffix != ".toml" and not path.exists() and studyfile.shipped(str(path)).is_file():
+        path = studyfile.shipped(str(path))
     overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
     spec = studyfile.read(path) | (spec_changes or {})
     study = studyfile.build(spec, str(path), quick=args.quick, overrides=overrides)

@@ -28,6 +28,11 @@ def _f(x, spec=".4f"):
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _pv(p):
+    """A p-value for a table cell."""
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
 def _p(p):
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
@@ -193,7 +198,7 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
     if comps:
         ctable = [[c["a"]["label"], c["b"]["label"], "", "", "", "", c["skip"]] if "skip" in c else
                   [c["a"]["label"], c["b"]["label"], f"{100 * c['diff']:.2f}",
-                   f"{100 * c['lo']:.2f} - {100 * c['hi']:.2f}", _f(c["p_t_holm"]), _f(c["p_w_holm"]),
+                   f"{100 * c['lo']:.2f} - {100 * c['hi']:.2f}", _pv(c["p_t_holm"]), _pv(c["p_w_holm"]),
                    f"{c['wins']}/{c['n']}"] for c in comps]
         blocks += [("h2", "Paired comparisons"),
                    ("table", ["Better", "Worse", "Difference (points)", "95% CI", "paired t p (Holm)",
@@ -273,7 +278,7 @@ def render_html(blocks: list[tuple], out: Path) -> str:
             parts.append(f"<details><summary>config</summary><pre>{esc(rest[0])}</pre></details>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:"
              "collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,"
-             "th:first-child{text-align:left}img{max-width:100%}")
+             "th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}img{max-width:100%}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>digitpairs report</title><style>{style}</style>"
             f"</head><body>{''.join(parts)}</body></html>\n")
 

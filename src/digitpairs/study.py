@@ -63,7 +63,7 @@ def run_unit(unit: Unit) -> list[RunResult]:
     progress = _DATA.get("progress")
     tick = (lambda _epoch: progress.put(len(unit.rounds))) if progress is not None else None
     v = unit.variant
-    return train(v.arch, v.cfg, [_round(v, r) for r in unit.rounds], list(unit.rounds),
+    return train(v.arch, v.cfg, (_round(v, r) for r in unit.rounds), list(unit.rounds),
                  [v.cfg.seed + r for r in unit.rounds], on_epoch=tick)
 
 

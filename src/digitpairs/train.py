@@ -5,6 +5,7 @@ Adam state (Adam is elementwise) and update are exactly those of a separate run.
 """
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -76,11 +77,25 @@ def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, precision: st
     return correct / x.shape[1]
 
 
-def train(arch: Arch | str, cfg: Config, datas: list[PairData], rounds: list[int], seeds: list[int],
+def stack(datas: Iterable[PairData], k: int) -> dict[str, torch.Tensor]:
+    """The rounds' tensors stacked along a new first axis (K, ...), filled one round at a time: with a generator
+    of rounds, only one round's own tensors are alive beside the stacked ones."""
+    out = {}
+    for i, d in enumerate(datas):
+        for key in ("train_x", "train_classes", "test_x", "test_classes", "val_x", "val_classes"):
+            t = getattr(d, key)
+            if key not in out:
+                out[key] = torch.empty((k, *t.shape), dtype=t.dtype)
+            out[key][i] = t
+    return out
+
+
+def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list[int], seeds: list[int],
           on_epoch=None, channels_last: bool = True) -> list[RunResult]:
     """Train one member per round, all at once; return one RunResult per round.
 
-    channels_last only changes speed (NHWC convolutions and pooling are much faster on CPU), not the math."""
+    datas yields each round's PairData (a generator keeps memory low). channels_last only changes speed (NHWC
+    convolutions and pooling are much faster on CPU), not the math."""
     start = time.perf_counter()
     k = len(rounds)
     arch = get_arch(arch) if isinstance(arch, str) else arch
@@ -88,12 +103,9 @@ def train(arch: Arch | str, cfg: Config, datas: list[PairData], rounds: list[int
     for branch in net.branches:
         branch.channels_last = channels_last
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    x = torch.stack([d.train_x for d in datas])  # (K, N, 2, S, S)
-    classes = torch.stack([d.train_classes for d in datas])  # (K, N, 2)
-    test_x = torch.stack([d.test_x for d in datas])
-    test_classes = torch.stack([d.test_classes for d in datas])
-    val_x = torch.stack([d.val_x for d in datas])
-    val_classes = torch.stack([d.val_classes for d in datas])
+    data = stack(datas, k)
+    x, classes = data["train_x"], data["train_classes"]  # (K, N, 2, S, S), (K, N, 2)
+    test_x, test_classes, val_x, val_classes = data["test_x"], data["test_classes"], data["val_x"], data["val_classes"]
     n = x.shape[1]
     curves: list[list[dict]] = [[] for _ in range(k)]
     for epoch in range(1, cfg.epochs + 1):
