@@ -51,7 +51,7 @@ def test_killed_study_resumes_without_loss_or_duplicates(tmp_path, real_data_dir
     store_path = tmp_path / "s.sqlite"
     cmd = [sys.executable, "-m", "digitpairs", "reproduce", "--quick", "--rounds", "4", "--archs",
            "siamese_ws,transfer", "--epochs", "3", "--store", str(store_path), "--out", str(tmp_path / "out"),
-           "--data-dir", str(real_data_dir)]
+           "--data-dir", str(real_data_dir), "--workers", "1", "--batch-rounds", "2"]  # 4 units, one at a time
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     done = 0
@@ -70,7 +70,7 @@ def test_killed_study_resumes_without_loss_or_duplicates(tmp_path, real_data_dir
     first = Store(store_path)
     before = {(r["arch"], r["round"]): (r["test_acc"], r["finished"]) for r in first.runs("paper-quick-epochs3")}
     first.close()
-    assert 2 <= len(before) < 8
+    assert 2 <= len(before) <= 6
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     store = Store(store_path)
     after = store.runs("paper-quick-epochs3")

@@ -66,7 +66,14 @@ def build_parser() -> Parser:
     rpt.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
     rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
     rpt.add_argument("--out", type=Path, default=None, help="report folder (default: runs/STUDY)")
-    for p in (ls, rep, run, bench, rpt):
+    exp = sub.add_parser("export", help="export the store to another tool")
+    exp_sub = exp.add_subparsers(dest="export_command", required=True, parser_class=Parser)
+    ml = exp_sub.add_parser("mlflow", help="every run as an MLflow run (needs digitpairs[mlflow])")
+    ml.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    ml.add_argument("--tracking-uri", default=None,
+                    help="MLflow tracking URI (default: sqlite:///STORE_FOLDER/mlflow.db, artifacts beside it)")
+    ml.add_argument("--study", action="append", default=None, help="a study to export (default: all); repeatable")
+    for p in (ls, rep, run, bench, rpt, ml):
         p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                        help="import a module (name or .py path) that registers more architectures; repeatable")
     return parser
@@ -170,6 +177,20 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from digitpairs.export import export
+    from digitpairs.store import Store
+
+    store = Store(args.store, create=False)
+    uri = args.tracking_uri or f"sqlite:///{args.store.resolve().parent / 'mlflow.db'}"
+    try:
+        added = export(store, uri, args.study)
+    finally:
+        store.close()
+    print(f"mlflow: {added} runs added to {uri} (browse: mlflow ui --backend-store-uri {uri})")
+    return 0
+
+
 def cmd_list(args) -> int:
     from digitpairs.models import ARCHS, create_model
 
@@ -209,7 +230,7 @@ def main(argv=None) -> int:
         for plugin in args.plugin:
             load_plugin(plugin)
         commands = {"list": cmd_list, "reproduce": cmd_reproduce, "run": cmd_run, "report": cmd_report,
-                    "bench": cmd_bench}
+                    "bench": cmd_bench, "export": cmd_export}
         return commands[args.command](args)
     except UserError as e:
         print(f"digitpairs: error: {e}", file=sys.stderr)

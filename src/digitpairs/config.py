@@ -29,7 +29,7 @@ class Config:
     # reproducibility and speed
     seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
     precision: str = "bf16"  # convolutions and matmuls in bfloat16 (weights, Adam, softmax and losses stay fp32):
-    #                          1.6x faster here, each architecture's mean within one SD of "fp32" (docs/benchmarks.md)
+    #                          1.5x faster here, each architecture's mean within one SD of "fp32" (docs/benchmarks.md)
 
     def validate(self) -> "Config":
         checks = [

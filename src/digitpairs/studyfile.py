@@ -142,6 +142,8 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
             flags = {k: v for k, v in changes.items() if k in ARCH_FLAGS}
             fields = {k: v for k, v in changes.items() if k in CONFIG_FIELDS}
             arch = dataclasses.replace(base_arch, name=vname, label=label, extra={}, **flags)  # extra is in vcfg
+            if changes:  # the report's figures are for the architecture as the report ran it
+                arch = dataclasses.replace(arch, report=None)
             try:
                 vcfg = cfg.replace(**(base_arch.extra | fields))
             except UserError as e:

@@ -1,0 +1,27 @@
+import pytest
+
+from digitpairs.store import Store
+from test_report import fill
+
+mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (scripts/test.sh installs it)")
+
+
+def test_export_to_sqlite_tracking_store_twice_without_duplicates(tmp_path):
+    from digitpairs.export import export
+
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91, 0.92], "b": [0.95, 0.97, 0.96]})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert export(store, uri, log=lambda *a: None) == 6
+    assert export(store, uri, log=lambda *a: None) == 0  # nothing new: nothing added
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("digitpairs/st")
+    runs = client.search_runs([exp.experiment_id])
+    keys = sorted(r.data.tags["digitpairs.key"] for r in runs)
+    assert keys == ["st/a/0", "st/a/1", "st/a/2", "st/b/0", "st/b/1", "st/b/2", "st/report"]
+    run = next(r for r in runs if r.data.tags["digitpairs.key"] == "st/b/1")
+    assert run.data.metrics["test_acc"] == pytest.approx(0.97) and run.data.params["round"] == "1"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch_test_acc")] == [1]
+    report = next(r for r in runs if r.data.tags["digitpairs.key"] == "st/report")
+    files = {a.path for a in client.list_artifacts(report.info.run_id)}
+    assert {"report.md", "report.html", "curves.png", "table.csv"} <= files
