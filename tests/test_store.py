@@ -25,8 +25,18 @@ def test_runs_are_written_once(tmp_path):
     assert store.done("st") == {("a", 0), ("a", 1)}
     assert [r["test_acc"] for r in store.runs("st")] == [0.9, 0.9]
     assert len(store.curves("st")) == 2
-    with pytest.raises(UserError, match="another config"):
+    with pytest.raises(UserError, match="another config .epochs 1 -> 2"):
         store.ensure_study("st", {"epochs": 2})
+
+
+def test_a_study_can_grow_more_rounds_but_not_change_its_variants(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    spec = {"rounds": 2, "variants": [{"name": "a", "config": {"epochs": 25}}]}
+    store.ensure_study("st", spec)
+    store.ensure_study("st", spec | {"rounds": 5})
+    assert store.study_config("st")["rounds"] == 5
+    with pytest.raises(UserError, match=r"variants\.a\.config\.epochs 25 -> 5"):
+        store.ensure_study("st", {"rounds": 5, "variants": [{"name": "a", "config": {"epochs": 5}}]})
 
 
 @pytest.mark.parametrize("content", [b"not a database at all" * 100, None])

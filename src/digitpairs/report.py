@@ -50,6 +50,7 @@ def summarise(spec: dict, runs: list[dict]) -> list[dict]:
         paper = v["arch"].get("report") or (None, None, None)
         rows.append({
             "arch": v["name"], "label": v["arch"]["label"], "base": v["base"], "sweep": v["sweep"],
+            "head": v["arch"]["head"],
             "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi, "n_params": rs[0]["n_params"],
             "rounds": len(rs), "missing": [r for r in range(spec["rounds"]) if r not in accs],
             "val_mean": statistics.fmean(vals) if vals else None,
@@ -206,7 +207,7 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
                    ("p", ("Differences are per round (rounds share their pairs), better minus worse, in percentage "
                           f"points; p-values are Holm-corrected over all {len(comps)} comparisons."))]
         blocks += [("li", [words(c) for c in comps])]
-    steps = [r for r in rows if not r["sweep"] and spec_head(spec, r) == "mlp"]
+    steps = [r for r in rows if not r["sweep"] and r["head"] == "mlp"]  # the Siamese ablation steps
     curves = store.curves(study)
     if steps:
         plot_curves(curves, steps, out / "figure2.png", "Figure 2: the ablation steps")
@@ -229,10 +230,6 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
             blocks += [("p", "No validation split (n_val = 0): nothing is chosen.")]
     blocks += [("h2", "Config"), ("code", json.dumps(spec, indent=1, sort_keys=True))]
     return blocks
-
-
-def spec_head(spec: dict, row: dict) -> str:
-    return next(v["arch"]["head"] for v in spec["variants"] if v["name"] == row["arch"])
 
 
 def render_md(blocks: list[tuple]) -> str:

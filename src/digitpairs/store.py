@@ -49,6 +49,16 @@ CREATE TABLE curves (
 """
 
 
+def differences(old, new, path: str = "") -> list[str]:
+    """Where two JSON values differ: ["variants.siamese_ws.config.epochs 25 -> 5", ...]."""
+    if isinstance(old, list) and isinstance(new, list) and all(isinstance(x, dict) and "name" in x for x in old + new):
+        old, new = {x["name"]: x for x in old}, {x["name"]: x for x in new}  # variants, by name
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in differences(old.get(k), new.get(k), f"{path}{k}.")]
+    return [] if old == new else [f"{path.rstrip('.')} {old} -> {new}"]
+
+
 class Store:
     def __init__(self, path: Path, create: bool = True):
         self.path = Path(path)
@@ -86,15 +96,20 @@ class Store:
         self.db.close()
 
     def ensure_study(self, study: str, config: dict) -> None:
-        """Record the study's config, or check that it matches the one recorded (a study has one config)."""
+        """Record the study's config, or check that it matches the one recorded (a study has one config).
+
+        Only the planned number of rounds ("rounds") may change: a study can be extended with more rounds."""
         text = json.dumps(config, sort_keys=True)
         row = self.db.execute("SELECT config FROM studies WHERE study = ?", (study,)).fetchone()
         if row is None:
             self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, text))
-        elif row[0] != text:
-            old, new = json.loads(row[0]), json.loads(text)
-            diff = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
-                             if old.get(k) != new.get(k))
+            return
+        old, new = json.loads(row[0]), json.loads(text)
+        if {k: v for k, v in old.items() if k != "rounds"} == {k: v for k, v in new.items() if k != "rounds"}:
+            if row[0] != text:
+                self.db.execute("UPDATE studies SET config = ? WHERE study = ?", (text, study))
+        else:
+            diff = ", ".join(differences(old, new)[:3])
             raise UserError(f"study {study!r} in {self.path} was run with another config ({diff}): "
                             "pass --study with a new name, or another --store")
 
