@@ -11,6 +11,7 @@ import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 import torch
@@ -47,7 +48,22 @@ def run_config(v: Variant) -> dict:
 _DATA: dict = {}  # per process: the MNIST arrays and the progress queue
 
 
-def _init(data_dir, threads: int, progress) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this process when the driver dies, so that `kill -9` of the driver leaves no worker computing."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when they next talk to the dead driver
+        return
+    if os.getppid() != parent:  # the driver died before the line above
+        os._exit(1)
+
+
+def _init(data_dir, threads: int, progress, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     torch.set_num_threads(threads)
     _DATA.clear()
     _DATA["mnist"], _DATA["progress"] = mnist.load(data_dir, log=lambda *a: None), progress
@@ -97,14 +113,16 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
             bar.close()
         return n_runs
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
+    manager = SyncManager(ctx=ctx)
+    manager.start(_die_with_parent, (os.getpid(),))
+    with manager:
         progress = manager.Queue()
         stop = threading.Event()
         pump = threading.Thread(target=_pump, args=(progress, bar, stop), daemon=True)
         pump.start()
         try:
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                     initargs=(data_dir, threads, progress)) as pool:
+                                     initargs=(data_dir, threads, progress, os.getpid())) as pool:
                 pending = {pool.submit(run_unit, u): u for u in units}
                 while pending:
                     ready, _ = wait(pending, return_when=FIRST_COMPLETED)
