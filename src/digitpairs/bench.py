@@ -13,7 +13,7 @@ import torch
 from digitpairs import mnist
 from digitpairs.config import Config
 from digitpairs.models import create_model
-from digitpairs.pairs import round_data
+from digitpairs.pairs import round_for
 from digitpairs.train import train
 
 
@@ -30,7 +30,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> fl
 def run(arch: str, cfg: Config, rounds: int, data_dir=None, log=print) -> float:
     """Print the comparison; return the speedup (engine model-epochs/s over the reference's)."""
     m = mnist.load(data_dir, log=lambda *a: None)
-    datas = [round_data(m, cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap) for r in range(rounds)]
+    datas = [round_for(m, cfg, r) for r in range(rounds)]
     seeds = [cfg.seed + r for r in range(rounds)]
     n_train = datas[0].train_x.shape[0]
     # per model-epoch: forward + backward (3x forward) on the training pairs, forward on the test pairs

@@ -68,3 +68,8 @@ def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28
     if do_swap:
         train_x, train_c = swap(train_x, train_c)
     return PairData(train_x, train_c, test_x, test_c, val_x, val_c, mean, std)
+
+
+def round_for(mnist: dict, cfg, r: int) -> PairData:
+    """Round r of a study run with this Config: its seed is cfg.seed + r."""
+    return round_data(mnist, cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap, cfg.n_val)

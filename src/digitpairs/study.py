@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from digitpairs import mnist
-from digitpairs.pairs import PairData, round_data
+from digitpairs.pairs import round_for
 from digitpairs.store import Store
 from digitpairs.studyfile import Study, Variant
 from digitpairs.train import RunResult, train
@@ -69,17 +69,12 @@ def _init(data_dir, threads: int, progress, parent: int | None = None) -> None:
     _DATA["mnist"], _DATA["progress"] = mnist.load(data_dir, log=lambda *a: None), progress
 
 
-def _round(v: Variant, r: int) -> PairData:
-    """Round r's pairs, drawn again for each unit (tens of ms; keeping them would cost memory per worker)."""
-    c = v.cfg
-    return round_data(_DATA["mnist"], c.seed + r, c.n_pairs, c.n_test, c.size, c.swap, c.n_val)
-
-
 def run_unit(unit: Unit) -> list[RunResult]:
     progress = _DATA.get("progress")
     tick = (lambda _epoch: progress.put(len(unit.rounds))) if progress is not None else None
     v = unit.variant
-    return train(v.arch, v.cfg, (_round(v, r) for r in unit.rounds), list(unit.rounds),
+    # rounds drawn again for each unit (tens of ms; keeping them would cost memory per worker)
+    return train(v.arch, v.cfg, (round_for(_DATA["mnist"], v.cfg, r) for r in unit.rounds), list(unit.rounds),
                  [v.cfg.seed + r for r in unit.rounds], on_epoch=tick)
 
 
