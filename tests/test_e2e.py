@@ -22,8 +22,11 @@ def test_reproduce_quick_on_real_mnist(tmp_path, real_data_dir):
         assert (out / name).stat().st_size > 0
     rows = numbers(out / "table.csv")
     assert [r["arch"] for r in rows] == ["transfer", "siamese_nows", "siamese_ws", "siamese_ws_aux",
-                                          "siamese_ws_aux_bn", "siamese_ws_aux_bn_drop"]
+                                          "siamese_ws_aux_bn", "siamese_ws_aux_bn_drop", "ws_bn_aug_bayes"]
     assert all(r["rounds"] == "2" for r in rows)
+    assert rows[-1]["report_mean"] == ""  # beyond the report: marked so in the table and in the report
+    assert "beyond the report" in (out / "table.md").read_text()
+    assert "## Beyond the report" in (out / "report.md").read_text()
     first = numbers(out / "table.csv")
     again = run_cli(*args)  # resumes: nothing to train, the same table
     assert again.returncode == 0 and "already in" in again.stdout

@@ -168,12 +168,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from digitpairs import bench
-    from digitpairs.models import get_arch
+    import dataclasses
 
-    get_arch(args.arch)
-    cfg = Config().replace(size=args.size, epochs=args.epochs, precision=args.precision)
-    bench.run(args.arch, cfg, args.rounds, args.data_dir)
+    from digitpairs import bench
+    from digitpairs.models import arch_config, get_arch
+
+    arch = get_arch(args.arch)  # its own settings first, then the command line's
+    cfg = arch_config(arch, Config(size=args.size)).replace(epochs=args.epochs, precision=args.precision)
+    bench.run(dataclasses.replace(arch, extra={}), cfg, args.rounds, args.data_dir)
     return 0
 
 

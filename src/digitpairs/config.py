@@ -24,8 +24,20 @@ class Config:
     # model (the branch: conv(1,c1,k) pool conv(c1,c2,k) pool fc(.,hidden) fc(hidden,10); k = 5 at 28, 3 at 14)
     channels: tuple[int, int] = (16, 32)  # conv widths, sized with hidden to the report's 72k-parameter branch
     hidden: int = 112  # width of the branch's first fully connected layer
+    pad: bool = False  # "same" padding in the convolutions: the side shrinks by pooling only (7x7 features at 28)
     head_hidden: int = 20  # width of the comparison head's two hidden layers (20 -> 20 -> 20 -> 1)
     dropout_p: float = 0.5  # dropout probability, where the architecture uses dropout (after fc1 and the head)
+    # beyond the report: every lever is off by default (the report's protocol); docs/accuracy.md measures each
+    schedule: str = "constant"  # learning rate: "constant" (the report's) or "onecycle" (warm-up to lr, cosine to ~0)
+    label_smoothing: float = 0.0  # of the auxiliary digit cross entropy
+    shift: float = 0.0  # augmentation, per image and step: random translation up to this fraction of the side,
+    rotate: float = 0.0  # rotation up to this many degrees (small: a 6 must not become a 9),
+    scale: float = 0.0  # scaling by a factor in [1 - scale, 1 + scale],
+    elastic: float = 0.0  # and a smooth random displacement field with this SD (a fraction of the side)
+    members: int = 1  # models trained per round, each with its own initialisation, data order and augmentation;
+    #                   the round's prediction comes from their averaged probabilities (an ensemble)
+    tta: int = 1  # test-time views averaged in the final evaluation (1: the image alone; up to 9: plus its shifts
+    #               by one pixel); the per-epoch curves before the last epoch use the image alone
     # reproducibility and speed
     seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
     precision: str = "bf16"  # convolutions and matmuls in bfloat16 (weights, Adam, softmax and losses stay fp32):
@@ -43,6 +55,15 @@ class Config:
             (self.alpha >= 0, f"alpha must be >= 0, not {self.alpha}"),
             (self.aux_loss in ("ce", "l2"), f"aux_loss must be 'ce' or 'l2', not {self.aux_loss!r}"),
             (0 <= self.dropout_p < 1, f"dropout_p must be in [0, 1), not {self.dropout_p}"),
+            (self.schedule in ("constant", "onecycle"),
+             f"schedule must be 'constant' or 'onecycle', not {self.schedule!r}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
+            (0 <= self.shift <= 0.25, f"shift must be in [0, 0.25] (a fraction of the side), not {self.shift}"),
+            (0 <= self.rotate <= 45, f"rotate must be in [0, 45] degrees, not {self.rotate}"),
+            (0 <= self.scale < 0.5, f"scale must be in [0, 0.5), not {self.scale}"),
+            (0 <= self.elastic <= 0.1, f"elastic must be in [0, 0.1] (a fraction of the side), not {self.elastic}"),
+            (1 <= self.members <= 16, f"members must be in [1, 16], not {self.members}"),
+            (1 <= self.tta <= 9, f"tta must be in [1, 9], not {self.tta}"),
             (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
             (self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', not {self.precision!r}"),
         ]
@@ -63,7 +84,8 @@ class Config:
 
 @dataclass(frozen=True)
 class Arch:
-    """A named architecture: the flags of PairNet. `head` is "mlp" (learned comparison) or "logic" (pred_a <= pred_b)."""
+    """A named architecture: the flags of PairNet. `head` is "mlp" (learned comparison), "logic" (pred_a <= pred_b)
+    or "prob" (P(a <= b) > 1/2 under the two predicted digit distributions; trained like "logic")."""
     name: str
     label: str  # the report's name for it, used in tables and figures
     share: bool = True  # one digit branch for both images (weight sharing) or two

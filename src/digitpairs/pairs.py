@@ -73,3 +73,36 @@ def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28
 def round_for(mnist: dict, cfg, r: int) -> PairData:
     """Round r of a study run with this Config: its seed is cfg.seed + r."""
     return round_data(mnist, cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap, cfg.n_val)
+
+
+def augment(x: torch.Tensor, cfg, generators: list[torch.Generator]) -> torch.Tensor:
+    """Random small affine maps and elastic distortions that keep a digit's identity, drawn per image.
+
+    x (K, B, 2, S, S), normalised; member k's draws come from generators[k], so a member's augmentation does not
+    depend on which members train beside it. The border value (the background) fills what moves in."""
+    if not (cfg.shift or cfg.rotate or cfg.scale or cfg.elastic):
+        return x
+    k, b, _, s, _ = x.shape
+    n = b * 2
+    u = torch.stack([torch.rand(n, 4, generator=g) for g in generators]).view(k * n, 4) * 2 - 1  # in [-1, 1)
+    angle = u[:, 0] * cfg.rotate * torch.pi / 180
+    zoom = 1 + u[:, 1] * cfg.scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    shift = u[:, 2:] * 2 * cfg.shift  # grid coordinates span 2 across the image
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [k * n, 1, s, s], align_corners=False)
+    if cfg.elastic:  # a displacement drawn on a 4x4 grid, upsampled smoothly to the image
+        coarse = torch.stack([torch.randn(n, 2, 4, 4, generator=g) for g in generators]).view(k * n, 2, 4, 4)
+        field = F.interpolate(coarse, size=(s, s), mode="bicubic", align_corners=False)
+        grid = grid + field.permute(0, 2, 3, 1) * 2 * cfg.elastic
+    out = F.grid_sample(x.reshape(k * n, 1, s, s).float(), grid, padding_mode="border", align_corners=False)
+    return out.view(x.shape).to(x.dtype)
+
+
+VIEWS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]  # test-time shifts (pixels)
+
+
+def view(x: torch.Tensor, i: int) -> torch.Tensor:
+    """Test-time view i of images (..., S, S): view 0 is the image; the others shift it by one pixel (MNIST's digits
+    sit in a centred box with an empty margin, so what wraps around is background)."""
+    return x if i == 0 else x.roll(VIEWS[i], dims=(-2, -1))

@@ -91,6 +91,30 @@ def words(c: dict) -> str:
             f"{a} is ahead in {c['wins']} of {c['n']} rounds.")
 
 
+def beyond(rows: list[dict], comps: list[dict]) -> list[tuple]:
+    """Blocks on the variants beyond the report (no figures of its own) against the report's best architecture (by
+    the report's figures) and the best of the report's architectures as reproduced here (by mean test accuracy)."""
+    ours = [r for r in rows if r["report_mean"] is not None]
+    new = [r for r in rows if r["report_mean"] is None]
+    if not ours or not new:
+        return []
+    by_report, by_mean = max(ours, key=lambda r: r["report_mean"]), max(ours, key=lambda r: r["mean"])
+    best = {id(by_report): "the report's best", id(by_mean): "the best of the report's architectures as reproduced here"}
+    if by_report is by_mean:
+        best[id(by_mean)] = "the report's best, also the best here"
+    lines = []
+    for r in new:
+        for c in comps:
+            pair = {id(c["a"]), id(c["b"])}
+            if id(r) in pair and (pair - {id(r)}) & set(best):
+                other = c["b"] if c["a"] is r else c["a"]
+                lines.append(f"Against {best[id(other)]}: " + words(c))
+    return [("h2", "Beyond the report"),
+            ("p", ("Rows marked \"beyond the report\" are architectures the report did not run; here they face the "
+                  "report's best by its own figures and the best of its architectures in this study (paired over "
+                  "the rounds, Holm-corrected as above).")), ("li", lines)]
+
+
 def sweeps(spec: dict, rows: list[dict]) -> dict[str, list[dict]]:
     """{sweep key: rows of the variants that sweep it}; each row gains `chosen` when the study selects on val."""
     keys = {k for v in spec["variants"] for k in v["sweep"]}
@@ -179,7 +203,8 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
     table = [[f"{r['label']} (`{r['arch']}`)", _f(r["mean"]), _f(r["sd"]), f"{_f(r['ci_low'])} - {_f(r['ci_high'])}",
               f"{r['n_params']:,}", f"{r['rounds']}/{spec['rounds']}" + (f" (missing {r['missing']})" * bool(r['missing']))]
              + ([_f(r["val_mean"])] * has_val) + [f"{r['wall_s']:.1f}"]
-             + ([_f(r["report_mean"]), _f(r["report_sd"]), _f(r["report_params"], ",")] * has_report) for r in rows]
+             + ((["beyond the report", "", ""] if r["report_mean"] is None else
+                 [_f(r["report_mean"]), _f(r["report_sd"]), _f(r["report_params"], ",")]) * has_report) for r in rows]
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arch", "label", "mean", "sd", "ci_low", "ci_high", "n_params", "rounds", "val_mean", "wall_s",
@@ -207,6 +232,7 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
                    ("p", ("Differences are per round (rounds share their pairs), better minus worse, in percentage "
                           f"points; p-values are Holm-corrected over all {len(comps)} comparisons."))]
         blocks += [("li", [words(c) for c in comps])]
+        blocks += beyond(rows, comps) if has_report else []
     steps = [r for r in rows if not r["sweep"] and r["head"] == "mlp"]  # the Siamese ablation steps
     curves = store.curves(study)
     if steps:

@@ -4,6 +4,7 @@ Every run is one row, inserted once with its curves in the same transaction and 
 study loses at most the runs in progress, and the same command again skips what is done.
 """
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 
 from digitpairs import UserError, __version__
+from digitpairs.config import Arch, Config
 from digitpairs.train import RunResult
 
 FORMAT = "digitpairs-store-1"
@@ -59,6 +61,26 @@ def differences(old, new, path: str = "") -> list[str]:
     return [] if old == new else [f"{path.rstrip('.')} {old} -> {new}"]
 
 
+def growth_differences(old: dict, new: dict) -> list[str]:
+    """Where a new study spec differs from the stored one, growth aside: more rounds, more variants, and Config or
+    Arch fields newer than the stored spec (filled in with their defaults, which reproduce the old behaviour)."""
+    defaults = {"config": json.loads(json.dumps(Config().to_dict())),
+                "arch": json.loads(json.dumps(dataclasses.asdict(Arch("", ""))))}
+
+    def filled(v: dict) -> dict:
+        return v | {key: d | v[key] for key, d in defaults.items() if isinstance(v.get(key), dict)}
+
+    new_variants = {v["name"]: v for v in new.get("variants", [])}
+    diffs = differences({k: x for k, x in old.items() if k not in ("rounds", "variants")},
+                        {k: x for k, x in new.items() if k not in ("rounds", "variants")})
+    for v in old.get("variants", []):
+        if v["name"] not in new_variants:
+            diffs.append(f"variant {v['name']} is missing")
+        else:
+            diffs += differences(filled(v), filled(new_variants[v["name"]]), f"variants.{v['name']}.")
+    return diffs
+
+
 class Store:
     def __init__(self, path: Path, create: bool = True):
         self.path = Path(path)
@@ -98,18 +120,18 @@ class Store:
     def ensure_study(self, study: str, config: dict) -> None:
         """Record the study's config, or check that it matches the one recorded (a study has one config).
 
-        Only the planned number of rounds ("rounds") may change: a study can be extended with more rounds."""
+        A study may grow: more rounds, more variants. What it already ran may not change."""
         text = json.dumps(config, sort_keys=True)
         row = self.db.execute("SELECT config FROM studies WHERE study = ?", (study,)).fetchone()
         if row is None:
             self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, text))
             return
-        old, new = json.loads(row[0]), json.loads(text)
-        if {k: v for k, v in old.items() if k != "rounds"} == {k: v for k, v in new.items() if k != "rounds"}:
+        diffs = growth_differences(json.loads(row[0]), json.loads(text))
+        if not diffs:
             if row[0] != text:
                 self.db.execute("UPDATE studies SET config = ? WHERE study = ?", (text, study))
         else:
-            diff = ", ".join(differences(old, new)[:3])
+            diff = ", ".join(diffs[:3])
             raise UserError(f"study {study!r} in {self.path} was run with another config ({diff}): "
                             "pass --study with a new name, or another --store")
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from digitpairs import UserError
 from digitpairs.config import Arch, Config
 from digitpairs.config import quick as quick_preset
-from digitpairs.models import get_arch
+from digitpairs.models import get_arch, own_settings
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-ARCH_FLAGS = {"share": bool, "aux": bool, "bn": bool, "dropout": bool}
+ARCH_FLAGS = {"share": bool, "aux": bool, "bn": bool, "dropout": bool, "head": str}
+HEADS = ("mlp", "logic", "prob")
 TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select"}
 ARCH_KEYS = {"name", "variant", "label"} | set(ARCH_FLAGS) | set(CONFIG_FIELDS)
 
@@ -88,8 +89,9 @@ def _fmt(v) -> str:
 
 
 def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = None) -> Study:
-    """A Study from a parsed study file: Config defaults, then the file's [config], then the quick preset if asked,
-    then `overrides` (Config fields from the command line); each variant's own settings and sweep values last."""
+    """A Study from a parsed study file. A variant's config is, each layer over the one before: Config's defaults,
+    the file's [config], the architecture's own settings (Arch.extra), the quick preset if asked, `overrides`
+    (Config fields from the command line), and last the variant's own settings and sweep values."""
     _unknown(where, spec, TOP_KEYS)
     name = _value(where, "name", spec.get("name", Path(where).stem), str)
     rounds = _value(where, "rounds", spec.get("rounds", 10), int)
@@ -103,9 +105,10 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
         raise UserError(f"{where}: [config] must be a table")
     _unknown(f"{where} [config]", config, CONFIG_FIELDS)
     values = {k: _value(f"{where} [config]", k, v, _field_type(k)) for k, v in config.items()}
+    overrides = overrides or {}
     try:
-        cfg = Config().replace(**values)
-        cfg = (quick_preset(cfg) if quick else cfg).replace(**(overrides or {}))
+        file_cfg = Config().replace(**values)
+        cfg = (quick_preset(file_cfg) if quick else file_cfg).replace(**overrides)  # checked here, used below
     except UserError as e:
         raise UserError(f"{where} [config]: {e}") from None
     sweep = spec.get("sweep", {})
@@ -131,6 +134,9 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
             raise UserError(f"{where}: {e}") from None
         own = {k: _value(f"{where} archs.{entry['name']}", k, v, _field_type(k))
                for k, v in entry.items() if k not in ("name", "variant", "label")}
+        for k, v in list(own.items()) + [(k, v) for k, vs in sweep.items() for v in vs]:
+            if k == "head" and v not in HEADS:
+                raise UserError(f"{where}: head must be one of {', '.join(HEADS)}, not {v!r}")
         for combo in itertools.product(*sweep.values()):
             point = dict(zip(sweep, combo))
             changes = own | point
@@ -145,7 +151,9 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
             if changes:  # the report's figures are for the architecture as the report ran it
                 arch = dataclasses.replace(arch, report=None)
             try:
-                vcfg = cfg.replace(**(base_arch.extra | fields))
+                size = fields.get("size", cfg.size)
+                vcfg = file_cfg.replace(**own_settings(base_arch, size))
+                vcfg = (quick_preset(vcfg) if quick else vcfg).replace(**overrides).replace(**fields)
             except UserError as e:
                 raise UserError(f"{where} archs.{entry['name']}: {e}") from None
             variants.append(Variant(vname, base_arch.name, arch, vcfg, tuple(point.items())))
