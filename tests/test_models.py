@@ -62,3 +62,28 @@ def test_transfer_compares_predicted_digits():
     for b, (a, c) in enumerate([(2, 5), (5, 2), (4, 4)]):
         digits[0, b, 0, a] = digits[0, b, 1, c] = 5.0
     assert net.predict(torch.full((1, 3), 0.5), digits.softmax(-1)).tolist() == [[True, False, True]]
+
+
+def test_prob_head_decides_by_the_probability_of_a_le_b():
+    """Where the argmax logic and P(a <= b) disagree, the "prob" head follows the probability."""
+    import dataclasses
+
+    from digitpairs.models import ARCHS
+
+    logic = create_model("transfer", CFG)
+    prob = create_model(dataclasses.replace(ARCHS["transfer"], head="prob"), CFG)
+    probs = torch.zeros(1, 1, 2, 10)
+    probs[0, 0, 0, 3], probs[0, 0, 0, 7], probs[0, 0, 0, 8] = 0.4, 0.35, 0.25  # a is 3 by argmax, but P(a <= 5) = .4
+    probs[0, 0, 1, 5] = 1.0
+    assert logic.predict(None, probs).tolist() == [[True]] and prob.predict(None, probs).tolist() == [[False]]
+    assert torch.allclose(prob.p_le(probs), torch.tensor([[0.4]]))
+
+
+def test_padding_and_members_change_features_and_parameter_counts():
+    for size, side in ((28, 7), (14, 3)):
+        net = create_model("siamese_ws_aux_bn", CFG.replace(size=size, pad=True))
+        assert net.branches[0].fc1.weight.shape[1] == 32 * side * side
+    one = create_model("ws_bn_aug_bayes", CFG).num_params()
+    assert create_model("ws_bn_aug_bayes", CFG.replace(members=3)).num_params() == 3 * one  # a round's ensemble
+    assert create_model("ws_bn_aug_bayes", CFG.replace(size=14)).branches[0].conv1.padding == 1  # pads at 14 only
+    assert create_model("ws_bn_aug_bayes", CFG).branches[0].conv1.padding == 0

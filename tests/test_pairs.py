@@ -37,3 +37,23 @@ def test_normalisation_uses_training_statistics_only():
     d2 = round_data(m2, seed=0, n_pairs=50, n_test=40, do_swap=False)
     assert (d.mean, d.std) == (d2.mean, d2.std)
     assert abs(d2.test_x.mean().item()) > 0.1  # the test set is not re-centred on itself
+
+
+def test_augmentation_keeps_shapes_is_per_member_and_off_by_default():
+    from digitpairs.config import Config
+    from digitpairs.pairs import augment, view
+
+    x = torch.randn(3, 4, 2, 14, 14)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    assert augment(x, Config(), gens) is x  # every lever off: the images themselves
+    cfg = Config(shift=0.1, rotate=10.0, scale=0.1, elastic=0.03)
+    out = augment(x, cfg, gens)
+    assert out.shape == x.shape and torch.isfinite(out).all() and not torch.allclose(out, x)
+    alone = augment(x[1:2], cfg, [torch.Generator().manual_seed(2)])  # member 1 with its own generator only
+    assert torch.allclose(alone[0], out[1], atol=1e-6)
+    # an image moved by a whole pixel: the affine map with no rotation or scaling is a plain shift
+    img = torch.zeros(1, 1, 2, 14, 14)
+    img[..., 5:9, 5:9] = 1.0
+    moved = augment(img, Config(shift=0.25), [torch.Generator().manual_seed(0)])
+    assert abs(moved.sum() - img.sum()) < 1e-3  # the blob moves, nothing is lost at this size
+    assert torch.equal(view(img, 0), img) and torch.equal(view(img, 1)[..., 6:10, 5:9], img[..., 5:9, 5:9])

@@ -90,3 +90,20 @@ def test_killed_study_resumes_without_loss_or_duplicates(tmp_path, real_data_dir
                for r in after if (r["arch"], r["round"]) in before)
     counts = store.db.execute("SELECT arch, round, count(*) FROM curves GROUP BY arch, round").fetchall()
     assert len(counts) == 8 and all(c == 3 for _, _, c in counts)
+
+
+def test_a_study_can_gain_variants_and_newer_fields_at_their_defaults(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    old = {"rounds": 2, "variants": [{"name": "a", "config": {"epochs": 25}, "arch": {"name": "a", "bn": False}}]}
+    store.ensure_study("st", old)
+    # the new spec knows fields the stored one predates (at their defaults) and has one more variant
+    grown = {"rounds": 2, "variants": [{"name": "a", "config": {"epochs": 25, "members": 1, "tta": 1},
+                                        "arch": {"name": "a", "bn": False, "head": "mlp"}},
+                                       {"name": "b", "config": {"epochs": 50}}]}
+    store.ensure_study("st", grown)
+    assert [v["name"] for v in store.study_config("st")["variants"]] == ["a", "b"]
+    with pytest.raises(UserError, match=r"variants\.a\.config\.members 1 -> 3"):
+        store.ensure_study("st", {"rounds": 2, "variants": [{"name": "a", "config": {"epochs": 25, "members": 3}},
+                                                             {"name": "b", "config": {"epochs": 50}}]})
+    with pytest.raises(UserError, match="variant b is missing"):
+        store.ensure_study("st", old)

@@ -66,3 +66,20 @@ def test_cli_names_the_key_and_the_file(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert "learning_rate" in p.stderr and str(path) in p.stderr
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_an_architectures_own_settings_yield_to_quick_and_the_command_line(tmp_path):
+    path = write(tmp_path, """
+archs = ["ws_bn_aug_bayes", {name = "ws_bn_aug_bayes", epochs = 7, variant = "short"}]
+[config]
+epochs = 25
+""")
+    full, short = studyfile.load(path).variants
+    assert full.cfg.epochs == 50 and full.cfg.tta == 5 and not full.cfg.pad  # its own settings beat [config]
+    assert short.cfg.epochs == 7  # the variant's own beat the architecture's
+    assert studyfile.load(path, quick=True).variants[0].cfg.epochs == 2  # --quick stays quick
+    assert studyfile.load(path, overrides={"epochs": 3}).variants[0].cfg.epochs == 3
+    assert studyfile.load(path, overrides={"size": 14}).variants[0].cfg.pad  # a setting that depends on the size
+    bad = write(tmp_path, 'archs = [{name = "siamese_ws", head = "vote"}]\n')
+    with pytest.raises(UserError, match="head must be one of mlp, logic, prob, not 'vote'"):
+        studyfile.load(bad)

@@ -78,3 +78,36 @@ def test_bf16_trains_and_is_deterministic():
     b = train("transfer", cfg, datas([2]), [2], [2])[0]
     assert a.curves == b.curves and all(c["train_cmp"] == c["train_cmp"] for c in a.curves)  # finite, no NaN
     assert a.curves[-1]["train_loss"] < a.curves[0]["train_loss"]
+
+
+def test_levers_keep_rounds_independent():
+    """With an ensemble, augmentation, OneCycle and test-time views, rounds trained together still equal rounds
+    trained apart, and the round's numbers come from its members' averaged probabilities."""
+    import dataclasses
+
+    from digitpairs.models import ARCHS
+
+    arch = ARCHS["ws_bn_aug_bayes"]
+    arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 2, "members": 2})
+    seeds = [3, 4]
+    ds = datas(seeds)
+    together = train(arch, CFG, ds, [0, 1], seeds)
+    (alone,) = train(arch, CFG, [ds[1]], [1], [seeds[1]])
+    for ca, ct in zip(alone.curves, together[1].curves):
+        assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-4
+        assert abs(ca["test_acc"] - ct["test_acc"]) <= 1 / CFG.n_test + 1e-9
+    assert together[0].n_params == 2 * create_model("ws_bn_aug_bayes", CFG).num_params()
+
+
+def test_test_time_views_change_only_the_final_evaluation():
+    cfg = CFG.replace(epochs=3, shift=0.1)
+    plain = train("siamese_ws_aux_bn", cfg, datas([2]), [2], [2])[0]
+    views = train("siamese_ws_aux_bn", cfg.replace(tta=5), datas([2]), [2], [2])[0]
+    assert plain.curves[:-1] == views.curves[:-1]  # the same training and per-epoch curves
+    assert [c["train_loss"] for c in plain.curves] == [c["train_loss"] for c in views.curves]
+
+
+def test_onecycle_and_label_smoothing_train():
+    res = train("siamese_ws_aux_bn", CFG.replace(schedule="onecycle", lr=3e-3, label_smoothing=0.1),
+                datas([0]), [0], [0])[0]
+    assert res.curves[-1]["train_loss"] < res.curves[0]["train_loss"]

@@ -46,11 +46,12 @@ def build_parser() -> Parser:
     rep = sub.add_parser("reproduce", help="the report's study (the shipped studies/paper.toml), then its report")
     run = sub.add_parser("run", help="a study from a TOML file, then its report")
     run.add_argument("study_file", type=Path,
-                     help="a study file (.toml), or the name of a shipped study: paper, alpha, aux_loss")
+                     help="a study file (.toml), or the name of a shipped study: paper, alpha, aux_loss, beyond")
     for p in (rep, run):
         add_study_flags(p, d)
     rep.add_argument("--archs", default=None,
-                     help="comma-separated architecture names (default: the report's six; see `digitpairs list`)")
+                     help="comma-separated architecture names (default: the report's six and ws_bn_aug_bayes; see "
+                          "`digitpairs list`)")
 
     bench = sub.add_parser("bench", help="the plain reference loop against the engine, side by side")
     bench.add_argument("--arch", default="siamese_ws_aux", help="architecture (default: siamese_ws_aux)")
@@ -104,6 +105,10 @@ def add_study_flags(rep, d: Config) -> None:
                      help="torch threads per worker (default: cores / workers)")
     rep.add_argument("--batch-rounds", type=positive_int, default=10,
                      help="rounds of one architecture trained together as one batched model (default: 10)")
+    rep.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local: worker processes here; ray: each unit a Ray task (needs digitpairs[ray])")
+    rep.add_argument("--address", default=None,
+                     help="with --backend ray: the cluster's HOST:PORT (default: start Ray here)")
     add_data_dir(rep)
 
 
@@ -119,6 +124,8 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     from digitpairs.store import Store
     from digitpairs.study import run_study
 
+    if args.address and args.backend != "ray":
+        raise UserError("--address names a Ray cluster: add --backend ray")
     path = study_file or args.study_file
     if path.suffix != ".toml" and not path.exists() and studyfile.shipped(str(path)).is_file():
         path = studyfile.shipped(str(path))
@@ -133,7 +140,7 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     store = Store(args.store)
     try:
         run_study(study, store, args.data_dir, workers=args.workers or os.cpu_count() or 1, threads=args.threads,
-                  batch_rounds=args.batch_rounds)
+                  batch_rounds=args.batch_rounds, backend=args.backend, address=args.address)
         report = write_report(store, name, out)
     finally:
         store.close()

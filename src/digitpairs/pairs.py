@@ -1,5 +1,6 @@
 """Pair sets: seeded draws of image pairs, the target (first digit <= second), normalisation, swap augmentation."""
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,12 +92,20 @@ def augment(x: torch.Tensor, cfg, generators: list[torch.Generator]) -> torch.Te
     shift = u[:, 2:] * 2 * cfg.shift  # grid coordinates span 2 across the image
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, [k * n, 1, s, s], align_corners=False)
-    if cfg.elastic:  # a displacement drawn on a 4x4 grid, upsampled smoothly to the image
+    if cfg.elastic:  # a displacement drawn on a 4x4 grid, upsampled bicubically (separable: B @ coarse @ B^T)
         coarse = torch.stack([torch.randn(n, 2, 4, 4, generator=g) for g in generators]).view(k * n, 2, 4, 4)
-        field = F.interpolate(coarse, size=(s, s), mode="bicubic", align_corners=False)
+        up = _bicubic(s)
+        field = up @ coarse @ up.T  # (K*n, 2, S, S)
         grid = grid + field.permute(0, 2, 3, 1) * 2 * cfg.elastic
     out = F.grid_sample(x.reshape(k * n, 1, s, s).float(), grid, padding_mode="border", align_corners=False)
     return out.view(x.shape).to(x.dtype)
+
+
+@functools.cache
+def _bicubic(s: int) -> torch.Tensor:
+    """(S, 4): bicubic upsampling of 4 values to S, as a matrix (column i is the upsampled unit vector i)."""
+    units = torch.eye(4).view(4, 1, 4, 1).expand(4, 1, 4, 4)  # image i is 1 on row i: constant along the width
+    return F.interpolate(units, size=(s, s), mode="bicubic", align_corners=False)[:, 0, :, 0].T.contiguous()
 
 
 VIEWS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]  # test-time shifts (pixels)

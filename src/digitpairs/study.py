@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from digitpairs import mnist
+from digitpairs import UserError, mnist
+from digitpairs.models import create_model
 from digitpairs.pairs import round_for
 from digitpairs.store import Store
 from digitpairs.studyfile import Study, Variant
@@ -37,6 +38,12 @@ def plan(study: Study, done: set[tuple[str, int]], batch_rounds: int) -> list[Un
         todo = [r for r in range(study.rounds) if (v.name, r) not in done]
         units += [Unit(v, tuple(todo[i:i + batch_rounds])) for i in range(0, len(todo), batch_rounds)]
     return units
+
+
+def cost(unit: Unit) -> float:
+    """The unit's training work in FLOPs (forward, per pair, times pairs, epochs, rounds and members)."""
+    c = unit.variant.cfg
+    return create_model(unit.variant.arch, c).flops_per_pair() * c.n_pairs * c.epochs * c.members * len(unit.rounds)
 
 
 def run_config(v: Variant) -> dict:
@@ -79,14 +86,19 @@ def run_unit(unit: Unit) -> list[RunResult]:
 
 
 def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 1, threads: int | None = None,
-              batch_rounds: int = 10, log=print) -> int:
-    """Train what the store lacks; return the number of runs trained now."""
+              batch_rounds: int = 10, log=print, backend: str = "local", address: str | None = None) -> int:
+    """Train what the store lacks; return the number of runs trained now.
+
+    backend "local": `workers` processes on this machine. "ray": each unit is a Ray task on the cluster at
+    `address` (None: a Ray instance started here); the driver writes every result into the store."""
     store.ensure_study(study.name, study.spec())
     units = plan(study, store.done(study.name), batch_rounds)
     n_runs = sum(len(u.rounds) for u in units)
     if not units:
         log(f"study {study.name!r}: all {len(study.variants) * study.rounds} runs are already in {store.path}")
         return 0
+    if workers > 1 or backend == "ray":  # longest first, so that no long unit is left to run alone at the end
+        units.sort(key=cost, reverse=True)
     mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
     workers = min(workers, len(units))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
@@ -99,6 +111,12 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
         for r in results:
             bar.write(f"{unit.variant.name:<28} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
 
+    if backend == "ray":
+        try:
+            _run_ray(units, data_dir, threads or 1, address, finished, bar)
+        finally:
+            bar.close()
+        return n_runs
     if workers == 1:
         _init(data_dir, threads, _Ticker(bar))
         try:
@@ -148,3 +166,57 @@ def _pump(progress, bar, stop: threading.Event) -> None:
             pass
         except (EOFError, OSError):  # the manager went away
             return
+
+
+# --- the Ray backend: imported only when asked for (the extra digitpairs[ray]) ---
+RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the driver resubmits, not Ray)
+
+
+def _ray_unit(unit: Unit, arrays: dict, threads: int) -> list[RunResult]:
+    """A unit on a Ray worker: MNIST comes from the driver's verified copy through the object store."""
+    torch.set_num_threads(threads)
+    _DATA.clear()
+    _DATA["mnist"] = arrays
+    return run_unit(unit)
+
+
+def _run_ray(units: list[Unit], data_dir, threads: int, address: str | None, finished, bar) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting unless the user turned it on
+    try:
+        import ray
+        from ray.exceptions import RayError, RayTaskError
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'digitpairs[ray]'") from None
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING")
+        else:
+            ray.init(include_dashboard=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot reach the Ray cluster at {address or 'a new local instance'} ({first}): start "
+                        "it with `ray start --head` or pass --address HOST:PORT") from None
+    try:
+        arrays = ray.put(mnist.load(data_dir, log=lambda *a: None))  # verified by the driver, shared by reference
+        task = ray.remote(num_cpus=threads, max_retries=0)(_ray_unit)
+        pending = {task.remote(u, arrays, threads): (u, 0) for u in units}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            unit, tries = pending.pop(ready[0])
+            try:
+                results = ray.get(ready[0])
+            except RayTaskError as e:  # the unit itself failed: the same error as on this machine
+                cause = getattr(e, "cause", None)
+                raise cause if isinstance(cause, UserError) else e
+            except RayError as e:  # lost with its node or worker: train it again
+                if tries >= RAY_RESUBMITS:
+                    raise UserError(f"{unit.variant.name} rounds {list(unit.rounds)} were lost {tries + 1} times "
+                                    f"on the Ray cluster ({type(e).__name__}): check the cluster, then run the "
+                                    "same command to resume") from None
+                bar.write(f"{unit.variant.name} rounds {list(unit.rounds)}: lost ({type(e).__name__}), resubmitted")
+                pending[task.remote(unit, arrays, threads)] = (unit, tries + 1)
+                continue
+            finished(unit, results)
+            bar.update(sum(unit.variant.cfg.epochs for _ in unit.rounds))
+    finally:
+        ray.shutdown()
