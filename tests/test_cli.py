@@ -35,6 +35,9 @@ BAD = {
     "bad size": (["reproduce", "--size", "20"], "size must be 14 or 28"),
     "word for a number": (["reproduce", "--rounds", "many"], "positive integer"),
     "unknown command": (["frobnicate"], "invalid choice"),
+    "cluster address without ray": (["reproduce", "--address", "10.0.0.1:6379"], "add --backend ray"),
+    "unknown backend": (["reproduce", "--backend", "spark"], "invalid choice"),
+    "impossible lever": (["run", "beyond", "--quick", "--size", "14", "--seed", "-1"], "seed must be >= 0"),
 }
 
 
@@ -42,7 +45,7 @@ BAD = {
 def test_bad_input_is_one_line_and_exit_2(case, populated_store):
     args, expected = BAD[case]
     before = dump(populated_store)
-    p = run_cli(*args, "--store", populated_store) if args[0] == "reproduce" else run_cli(*args)
+    p = run_cli(*args, "--store", populated_store) if args[0] in ("reproduce", "run") else run_cli(*args)
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
     assert expected in p.stderr

@@ -83,3 +83,6 @@ epochs = 25
     bad = write(tmp_path, 'archs = [{name = "siamese_ws", head = "vote"}]\n')
     with pytest.raises(UserError, match="head must be one of mlp, logic, prob, not 'vote'"):
         studyfile.load(bad)
+    bad = write(tmp_path, 'archs = [{name = "ws_bn_aug_bayes", rotate = 90.0}]\n')
+    with pytest.raises(UserError, match=r"archs.ws_bn_aug_bayes: rotate must be in \[0, 45\] degrees, not 90.0"):
+        studyfile.load(bad)
