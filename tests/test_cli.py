@@ -1,5 +1,7 @@
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -86,3 +88,9 @@ def test_list_prints_every_architecture():
     p = run_cli("list")
     assert p.returncode == 0
     assert all(name in p.stdout for name in ("transfer", "siamese_nows", "siamese_ws_aux_bn_drop"))
+
+
+def test_the_local_backend_does_not_import_ray():
+    code = ("import sys, digitpairs.cli, digitpairs.study, digitpairs.train, digitpairs.report; "
+            "sys.exit('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -182,6 +182,8 @@ def _ray_unit(unit: Unit, arrays: dict, threads: int) -> list[RunResult]:
 
 def _run_ray(units: list[Unit], data_dir, threads: int, address: str | None, finished, bar) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting unless the user turned it on
+    if not address:  # a Ray instance of this command's own: single-node, on loopback only (read when Ray loads)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
         from ray.exceptions import RayError, RayTaskError
