@@ -28,7 +28,8 @@ class Config:
     head_hidden: int = 20  # width of the comparison head's two hidden layers (20 -> 20 -> 20 -> 1)
     dropout_p: float = 0.5  # dropout probability, where the architecture uses dropout (after fc1 and the head)
     # beyond the report: every lever is off by default (the report's protocol); docs/accuracy.md measures each
-    schedule: str = "constant"  # learning rate: "constant" (the report's) or "onecycle" (warm-up to lr, cosine to ~0)
+    schedule: str = "constant"  # learning rate: "constant" (the report's) or "onecycle" (PyTorch's OneCycleLR:
+    #                             30% warm-up to lr, cosine to ~0, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)
     label_smoothing: float = 0.0  # of the auxiliary digit cross entropy
     shift: float = 0.0  # augmentation, per image and step: random translation up to this fraction of the side,
     rotate: float = 0.0  # rotation up to this many degrees (small: a 6 must not become a 9),

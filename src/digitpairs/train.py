@@ -101,7 +101,7 @@ def stack(datas: Iterable[PairData], k: int) -> dict[str, torch.Tensor]:
 
 def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list[int], seeds: list[int],
           on_epoch=None, channels_last: bool = True) -> list[RunResult]:
-    """Train one member per round, all at once; return one RunResult per round.
+    """Train every round's members (one, or an ensemble of cfg.members) all at once; return one RunResult per round.
 
     datas yields each round's PairData (a generator keeps memory low). channels_last only changes speed (NHWC
     convolutions and pooling are much faster on CPU), not the math."""
