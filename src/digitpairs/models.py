@@ -232,7 +232,7 @@ register(Arch("siamese_ws_aux_bn_drop", "Siamese WS,AUX,BN,DROP", aux=True, bn=T
 # digit distributions, averaged over 5 test-time views. Every choice was made on a validation split.
 register(Arch("ws_bn_aug_bayes", "WS,BN,AUG,Bayes", aux=True, bn=True, head="prob", extra={
     "shift": 0.1, "rotate": 10.0, "scale": 0.1, "elastic": 0.03,  # augmentation that keeps a digit's identity
-    "schedule": "onecycle", "lr": 3e-3, "epochs": 50,  # on the 25-epoch protocol's 50 epochs, OneCycle to 3e-3
+    "schedule": "onecycle", "lr": 3e-3, "epochs": 50,  # twice the protocol's 25 epochs, OneCycle up to 3e-3
     "tta": 5,  # the image and its four one-pixel shifts
     "pad": {14: True, 28: False},  # at 14x14, padded convolutions keep 3x3 features (4x4 at 28 unpadded)
 }))

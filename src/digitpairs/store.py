@@ -4,7 +4,6 @@ Every run is one row, inserted once with its curves in the same transaction and 
 study loses at most the runs in progress, and the same command again skips what is done.
 """
 
-import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -65,7 +64,7 @@ def growth_differences(old: dict, new: dict) -> list[str]:
     """Where a new study spec differs from the stored one, growth aside: more rounds, more variants, and Config or
     Arch fields newer than the stored spec (filled in with their defaults, which reproduce the old behaviour)."""
     defaults = {"config": json.loads(json.dumps(Config().to_dict())),
-                "arch": json.loads(json.dumps(dataclasses.asdict(Arch("", ""))))}
+                "arch": json.loads(json.dumps(Arch("", "").to_dict()))}
 
     def filled(v: dict) -> dict:
         return v | {key: d | v[key] for key, d in defaults.items() if isinstance(v.get(key), dict)}
