@@ -27,7 +27,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> fl
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def run(arch: Arch | str, cfg: Config, rounds: int, data_dir=None, log=print) -> float:
+def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print) -> float:
     """Print the comparison; return the speedup (engine model-epochs/s over the reference's)."""
     m = mnist.load(data_dir, log=lambda *a: None)
     datas = [round_for(m, cfg, r) for r in range(rounds)]
@@ -35,7 +35,7 @@ def run(arch: Arch | str, cfg: Config, rounds: int, data_dir=None, log=print) ->
     n_train = datas[0].train_x.shape[0]
     # per model-epoch: forward + backward (3x forward) on the training pairs, forward on the test pairs
     flops = create_model(arch, cfg).flops_per_pair() * (3 * n_train + cfg.n_test)
-    log(f"bench {getattr(arch, 'name', arch)}: {rounds} rounds x {cfg.epochs} epochs at {cfg.size}x{cfg.size}, "
+    log(f"bench {arch.name}: {rounds} rounds x {cfg.epochs} epochs at {cfg.size}x{cfg.size}, "
         f"{flops / 1e9:.1f} GFLOP per model-epoch, {torch.get_num_threads()} threads")
     log(f"matmul rate: fp32 {matmul_gflops(torch.float32):.0f} GFLOP/s, bf16 {matmul_gflops(torch.bfloat16):.0f} GFLOP/s")
     rates = {}

@@ -68,12 +68,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init(data_dir, threads: int, progress, parent: int | None = None) -> None:
+def _init(data_dir, threads: int, progress, parent: int | None = None, arrays: dict | None = None) -> None:
+    """A process's set-up before its units: MNIST from the verified cache, or the arrays given (Ray)."""
     if parent is not None:
         _die_with_parent(parent)
     torch.set_num_threads(threads)
     _DATA.clear()
-    _DATA["mnist"], _DATA["progress"] = mnist.load(data_dir, log=lambda *a: None), progress
+    _DATA["mnist"] = arrays if arrays is not None else mnist.load(data_dir, log=lambda *a: None)
+    _DATA["progress"] = progress
 
 
 def run_unit(unit: Unit) -> list[RunResult]:
@@ -174,9 +176,7 @@ RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the d
 
 def _ray_unit(unit: Unit, arrays: dict, threads: int) -> list[RunResult]:
     """A unit on a Ray worker: MNIST comes from the driver's verified copy through the object store."""
-    torch.set_num_threads(threads)
-    _DATA.clear()
-    _DATA["mnist"] = arrays
+    _init(None, threads, None, arrays=arrays)
     return run_unit(unit)
 
 
@@ -219,6 +219,6 @@ def _run_ray(units: list[Unit], data_dir, threads: int, address: str | None, fin
                 pending[task.remote(unit, arrays, threads)] = (unit, tries + 1)
                 continue
             finished(unit, results)
-            bar.update(sum(unit.variant.cfg.epochs for _ in unit.rounds))
+            bar.update(unit.variant.cfg.epochs * len(unit.rounds))
     finally:
         ray.shutdown()
