@@ -39,12 +39,63 @@ def test_batched_rounds_equal_separate_runs():
     seeds = [3, 4, 5]
     for name in ("siamese_ws_aux_bn_drop", "siamese_nows", "transfer"):
         ds = datas(seeds)
-        together = train(name, cfg, ds, [0, 1, 2], seeds)
+        together = train(name, cfg, ds, [0, 1, 2], seeds, threads=1)  # one batched model of 3 rounds
         for i, s in enumerate(seeds):
             (alone,) = train(name, cfg, [ds[i]], [i], [s])
             for ca, ct in zip(alone.curves, together[i].curves):
                 assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-4
                 assert abs(ca["test_acc"] - ct["test_acc"]) <= 1 / cfg.n_test + 1e-9
+
+
+def test_thread_groups_equal_one_batched_model():
+    """With 3 threads, 5 rounds train as groups of 2, 2 and 1 rounds, each on its own thread: the same numbers as
+    one batched model, every round once and in order, progress counted once per round and epoch; the caller's
+    thread count is restored."""
+    import threading
+
+    cfg = CFG.replace(epochs=2)
+    seeds = [3, 4, 5, 6, 7]
+    ticks, names = [], set()
+
+    def on_epoch(n):
+        ticks.append(n)
+        names.add(threading.current_thread().name)
+
+    before = torch.get_num_threads()
+    one = train("siamese_ws_aux_bn_drop", cfg, datas(seeds), [0, 1, 2, 3, 4], seeds, threads=1)
+    groups = train("siamese_ws_aux_bn_drop", cfg, iter(datas(seeds)), [0, 1, 2, 3, 4], seeds, on_epoch=on_epoch,
+                   threads=3)
+    assert torch.get_num_threads() == before
+    assert [r.round for r in groups] == [0, 1, 2, 3, 4] and [r.batch for r in groups] == [2, 2, 2, 2, 1]
+    assert sorted(ticks) == [1, 1, 2, 2, 2, 2] and len(names) == 3
+    for a, b in zip(one, groups):
+        for ca, cb in zip(a.curves, b.curves):
+            assert abs(ca["train_loss"] - cb["train_loss"]) < 1e-4
+            assert abs(ca["test_acc"] - cb["test_acc"]) <= 1 / cfg.n_test + 1e-9
+
+
+def test_a_failing_group_stops_the_others(monkeypatch):
+    """A group that fails ends the call with its error at once; the other groups stop at their next step."""
+    import pytest
+
+    from digitpairs import UserError
+    from digitpairs import train as train_module
+
+    steps = []
+    real = train_module.augment
+
+    def failing(x, cfg, generators):
+        steps.append(len(generators))
+        if len(generators) == 1:  # the one-round group
+            raise UserError("boom")
+        return real(x, cfg, generators)
+
+    monkeypatch.setattr(train_module, "augment", failing)
+    before = torch.get_num_threads()
+    with pytest.raises(UserError, match="boom"):
+        train("siamese_ws", CFG.replace(epochs=50), datas([1, 2, 3]), [0, 1, 2], [1, 2, 3], threads=2)
+    assert len(steps) < 50 * 5  # far from the 50 epochs x 5 steps the two-round group would have run
+    assert torch.get_num_threads() == before
 
 
 def test_batched_parameters_match_after_steps():
@@ -91,7 +142,7 @@ def test_levers_keep_rounds_independent():
     arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 2, "members": 2})
     seeds = [3, 4]
     ds = datas(seeds)
-    together = train(arch, CFG, ds, [0, 1], seeds)
+    together = train(arch, CFG, ds, [0, 1], seeds, threads=1)
     (alone,) = train(arch, CFG, [ds[1]], [1], [seeds[1]])
     for ca, ct in zip(alone.curves, together[1].curves):
         assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-4

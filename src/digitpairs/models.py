@@ -73,12 +73,22 @@ class KDropout(nn.Module):
         return x * keep.to(x.dtype) / (1 - self.p)
 
 
+def kernel_size(cfg: Config) -> int:
+    return 5 if cfg.size == 28 else 3  # the receptive field follows the image size
+
+
+def first_map_bytes(cfg: Config) -> int:
+    """Bytes of one member's largest activation in a training step, the first convolution's output."""
+    side = cfg.size if cfg.pad else cfg.size - kernel_size(cfg) + 1
+    return cfg.batch_size * 2 * cfg.channels[0] * side * side * (2 if cfg.precision == "bf16" else 4)
+
+
 class Branch(nn.Module):
     """The digit branch, 2 conv + 2 fc layers, K members: images (N, K, S, S) -> digit logits (K, N, 10)."""
 
     def __init__(self, k: int, cfg: Config, bn: bool, dropout: bool, rngs: list):
         super().__init__()
-        ks = 5 if cfg.size == 28 else 3  # the receptive field follows the image size
+        ks = kernel_size(cfg)
         c1, c2 = cfg.channels
         shrink = 0 if cfg.pad else ks - 1  # what a convolution takes off the side
         side = ((cfg.size - shrink) // 2 - shrink) // 2  # after conv, pool, conv, pool: 4 at 28, 2 at 14 (unpadded)

@@ -80,7 +80,7 @@ def _init(data_dir, threads: int, progress, parent: int | None = None, arrays: d
 
 def run_unit(unit: Unit) -> list[RunResult]:
     progress = _DATA.get("progress")
-    tick = (lambda _epoch: progress.put(len(unit.rounds))) if progress is not None else None
+    tick = progress.put if progress is not None else None  # n rounds finished an epoch
     v = unit.variant
     # rounds drawn again for each unit (tens of ms; keeping them would cost memory per worker)
     return train(v.arch, v.cfg, (round_for(_DATA["mnist"], v.cfg, r) for r in unit.rounds), list(unit.rounds),
