@@ -1,7 +1,8 @@
 """`digitpairs bench`: the plain reference loop against the engine, same architecture and rounds, one process.
 
 Reference: one model at a time, fp32, NCHW, PyTorch's default threads: what a straightforward loop does.
-Engine: the rounds trained together as one batched model, channels_last, in the given precision.
+Engine: train() as the studies use it: the rounds in groups of batched rounds, one group per thread at a time
+(train.py), channels_last, in the given precision.
 Both train the same rounds from the same seeds; the figures are model-epochs per second, and effective GFLOP/s
 (the model's analytic FLOPs over wall time) beside the machine's measured matmul rate.
 """

@@ -1,6 +1,6 @@
 """Running a study: the plan (variant x round) from what the store lacks, units of work, resuming.
 
-A unit is one variant's missing rounds (up to `batch_rounds` of them), trained together as one batched model.
+A unit is one variant's missing rounds (up to `batch_rounds` of them), trained by one call of the engine.
 Round r has seed `cfg.seed + r`; every variant of round r trains on the same pairs.
 """
 
