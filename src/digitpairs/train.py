@@ -132,27 +132,40 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
     cfg = arch_config(arch, cfg)  # a registered architecture's own settings (epochs, augmentation, ...)
     before = torch.get_num_threads()
     threads = max(1, min(threads or before, len(rounds)))
-    datas, groups, at = iter(datas), [], 0
-    for size in group_sizes(len(rounds), threads, cfg.members * first_map_bytes(cfg)):
-        # contiguous groups of rounds, stacked one round at a time
-        groups.append((stack(itertools.islice(datas, size), size), rounds[at:at + size], seeds[at:at + size]))
-        at += size
-    if threads == 1:
-        results = [r for group in groups for r in _train(arch, cfg, *group, on_epoch, channels_last)]
-    else:
-        lock, stop = threading.Lock(), threading.Event()
+    datas, lock, stop = iter(datas), threading.Lock(), threading.Event()
+    groups = iter(enumerate(group_sizes(len(rounds), threads, cfg.members * first_map_bytes(cfg))))
+    taken = 0
 
-        def tick(n):
-            with lock:
-                on_epoch(n)
+    def next_group():
+        """The next group (index, stacked data, rounds, seeds), or None. Groups are contiguous runs of rounds, handed
+        out in order, and stacked only when a thread takes one: only the groups in training are in memory."""
+        nonlocal taken
+        with lock:
+            i, size = next(groups, (None, 0))
+            if i is None:
+                return None
+            at, taken = taken, taken + size
+            return i, stack(itertools.islice(datas, size), size), rounds[at:at + size], seeds[at:at + size]
 
-        def work(group):
+    def tick(n):
+        with lock:
+            on_epoch(n)
+
+    def work() -> dict[int, list[RunResult]]:
+        if threads > 1:
             torch.set_num_threads(1)
-            return _train(arch, cfg, *group, tick if on_epoch is not None else None, channels_last, stop)
+        out = {}
+        while (group := next_group()) is not None:
+            i, *args = group
+            out[i] = _train(arch, cfg, *args, tick if on_epoch is not None else None, channels_last, stop)
+        return out
 
+    if threads == 1:
+        done = work()
+    else:
         try:
             with ThreadPoolExecutor(threads) as pool:
-                futures = [pool.submit(work, group) for group in groups]
+                futures = [pool.submit(work) for _ in range(threads)]
                 try:
                     for f in as_completed(futures):
                         f.result()  # the first failure, as soon as it happens
@@ -161,7 +174,8 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
                     raise
         finally:
             torch.set_num_threads(before)
-        results = [r for f in futures for r in f.result()]
+        done = {i: rs for f in futures for i, rs in f.result().items()}
+    results = [r for i in sorted(done) for r in done[i]]
     wall = (time.perf_counter() - start) / len(rounds)
     for r in results:
         r.wall_s = wall
