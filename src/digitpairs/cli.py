@@ -102,10 +102,11 @@ def add_study_flags(rep, d: Config) -> None:
     rep.add_argument("--workers", type=positive_int, default=None,
                      help=f"worker processes (default: one per core, here {os.cpu_count()})")
     rep.add_argument("--threads", type=positive_int, default=None,
-                     help="torch threads per worker (default: cores / workers); with --backend ray, the CPUs "
-                          "each task declares and uses (default: 1)")
+                     help="torch threads per worker, each training its own group of rounds (default: cores / "
+                          "workers); with --backend ray, the CPUs each task declares and uses (default: 1)")
     rep.add_argument("--batch-rounds", type=positive_int, default=10,
-                     help="rounds of one architecture trained together as one batched model (default: 10)")
+                     help="rounds of one architecture in one unit of work (the engine trains them in groups of a "
+                          "few rounds, each group one batched model) (default: 10)")
     rep.add_argument("--backend", choices=("local", "ray"), default="local",
                      help="local: worker processes here; ray: each unit a Ray task (needs digitpairs[ray])")
     rep.add_argument("--address", default=None,
