@@ -31,8 +31,8 @@ CREATE TABLE runs (
     test_acc REAL NOT NULL,          -- after the last epoch
     val_acc REAL,                    -- after the last epoch, on the held-out training pairs (NULL: no split)
     n_params INTEGER NOT NULL,
-    wall_s REAL NOT NULL,            -- share of the wall time of the batch the run trained in
-    batch INTEGER NOT NULL,          -- rounds trained together
+    wall_s REAL NOT NULL,            -- share of the wall time of the unit (engine call) it trained in
+    batch INTEGER NOT NULL,          -- rounds trained together as one batched model (its group)
     torch_version TEXT NOT NULL,
     package_version TEXT NOT NULL,
     finished TEXT NOT NULL DEFAULT (datetime('now')),

@@ -34,8 +34,8 @@ class RunResult:
     test_acc: float
     val_acc: float | None  # after the last epoch, on the held-out training pairs (None without a split)
     n_params: int
-    wall_s: float  # this run's share of the wall time of the batch it trained in
-    batch: int  # how many rounds trained together (K)
+    wall_s: float  # this run's share of the wall time of the train() call (the unit) it trained in
+    batch: int  # how many rounds trained together as one batched model (its group, K)
     curves: list[dict] = field(default_factory=list)  # per epoch: epoch, train_cmp, train_loss, val_acc, test_acc
 
 
