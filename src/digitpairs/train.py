@@ -147,17 +147,18 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
             at, taken = taken, taken + size
             return i, stack(itertools.islice(datas, size), size), rounds[at:at + size], seeds[at:at + size]
 
-    def tick(n):
+    def locked_tick(n):
         with lock:
             on_epoch(n)
 
+    tick = locked_tick if on_epoch is not None else None
     def work() -> dict[int, list[RunResult]]:
         if threads > 1:
             torch.set_num_threads(1)
         out = {}
         while (group := next_group()) is not None:
             i, *args = group
-            out[i] = _train(arch, cfg, *args, tick if on_epoch is not None else None, channels_last, stop)
+            out[i] = _train(arch, cfg, *args, tick, channels_last, stop)
         return out
 
     if threads == 1:
