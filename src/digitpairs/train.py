@@ -152,6 +152,7 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
             on_epoch(n)
 
     tick = locked_tick if on_epoch is not None else None
+
     def work() -> dict[int, list[RunResult]]:
         if threads > 1:
             torch.set_num_threads(1)
