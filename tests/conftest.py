@@ -34,7 +34,7 @@ def real_data_dir() -> Path:
     return mnist.fetch(log=lambda *a: None)
 
 
-def run_cli(*args, env=None, timeout=600):
-    """Run `python -m digitpairs ARGS` in a subprocess; return the CompletedProcess (text)."""
+def run_cli(*args, env=None, timeout=600, cwd=None):
+    """Run `python -m digitpairs ARGS` in a subprocess (in the folder cwd); return the CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "digitpairs", *map(str, args)], capture_output=True, text=True, check=False,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, cwd=cwd)

@@ -29,29 +29,135 @@ def dump(path):
     return rows
 
 
-BAD = {
+BAD = {  # a few through the console script itself, in a subprocess: the line a user sees
     "unknown architecture": (["reproduce", "--archs", "siamese_ws,nonsense"], "unknown architecture 'nonsense'"),
-    "zero rounds": (["reproduce", "--rounds", "0"], "--rounds"),
-    "negative epochs": (["reproduce", "--epochs", "-3"], "--epochs"),
-    "zero pairs": (["reproduce", "--n-pairs", "0"], "--n-pairs"),
-    "bad size": (["reproduce", "--size", "20"], "size must be 14 or 28"),
     "word for a number": (["reproduce", "--rounds", "many"], "positive integer"),
     "unknown command": (["frobnicate"], "invalid choice"),
-    "cluster address without ray": (["reproduce", "--address", "10.0.0.1:6379"], "add --backend ray"),
-    "unknown backend": (["reproduce", "--backend", "spark"], "invalid choice"),
-    "impossible lever": (["run", "beyond", "--quick", "--size", "14", "--seed", "-1"], "seed must be >= 0"),
+    "impossible lever": (["run", "beyond", "--quick", "--size", "14", "--seed", "-1"], "seed must be in [0, "),
+    "path out of the runs folder": (["reproduce", "--study", "../escaped"], "not a valid name"),
+    "more pairs than MNIST": (["reproduce", "--n-pairs", "40000"], "n_pairs must be in [1, 30000]"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line_and_exit_2(case, populated_store):
+def test_bad_input_is_one_line_and_exit_2(case, populated_store, tmp_path):
     args, expected = BAD[case]
     before = dump(populated_store)
-    p = run_cli(*args, "--store", populated_store) if args[0] in ("reproduce", "run") else run_cli(*args)
+    extra = ["--store", populated_store] if args[0] in ("reproduce", "run") else []
+    p = run_cli(*args, *extra, cwd=tmp_path)
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
     assert expected in p.stderr
     assert dump(populated_store) == before
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "escaped").exists()  # no report folder anywhere
+
+
+# Every flag of every subcommand with a wrong type, a negative, a zero, a huge value, NaN/inf, an empty string:
+# (arguments, what the one line says). In-process through cli.main; nothing may reach training.
+FLAGS = {
+    "rounds zero": (["reproduce", "--rounds", "0"], "--rounds: expected a positive integer up to 1000"),
+    "rounds huge": (["reproduce", "--rounds", "100000"], "--rounds: expected a positive integer up to 1000"),
+    "rounds word": (["run", "paper", "--rounds", "x"], "--rounds: expected a positive integer"),
+    "epochs negative": (["reproduce", "--epochs", "-3"], "--epochs"),
+    "epochs huge": (["reproduce", "--epochs", "100000"], "epochs must be in [1, 1000]"),
+    "epochs float": (["reproduce", "--epochs", "1.5"], "--epochs: expected a positive integer"),
+    "size": (["reproduce", "--size", "20"], "size must be 14 or 28"),
+    "size zero": (["run", "alpha", "--size", "0"], "size must be 14 or 28"),
+    "pairs zero": (["reproduce", "--n-pairs", "0"], "--n-pairs"),
+    "pairs beyond MNIST": (["reproduce", "--n-pairs", "30001"], "n_pairs must be in [1, 30000]"),
+    "test pairs beyond MNIST": (["reproduce", "--n-test", "5001"], "n_test must be in [1, 5000]"),
+    "batch zero": (["reproduce", "--batch-size", "0"], "--batch-size"),
+    "batch huge": (["reproduce", "--batch-size", "100000"], "batch_size must be in [1, 60000]"),
+    "lr nan": (["reproduce", "--lr", "nan"], "lr must be a finite number, not nan"),
+    "lr inf": (["reproduce", "--lr", "inf"], "lr must be a finite number, not inf"),
+    "lr zero": (["reproduce", "--lr", "0"], "lr must be in (0, 1]"),
+    "lr negative": (["reproduce", "--lr=-1"], "lr must be in (0, 1]"),
+    "lr word": (["reproduce", "--lr", "fast"], "invalid float value"),
+    "alpha nan": (["reproduce", "--alpha", "nan"], "alpha must be a finite number"),
+    "alpha -inf": (["reproduce", "--alpha=-inf"], "alpha must be a finite number"),
+    "alpha negative": (["reproduce", "--alpha=-0.5"], "alpha must be in [0, 100]"),
+    "alpha huge": (["reproduce", "--alpha", "1e9"], "alpha must be in [0, 100]"),
+    "aux loss": (["reproduce", "--aux-loss", "mse"], "invalid choice"),
+    "seed negative": (["reproduce", "--seed=-1"], "seed must be in [0, 4294967295]"),
+    "seed huge": (["reproduce", "--seed", str(2**64)], "seed must be in [0, 4294967295]"),
+    "precision": (["reproduce", "--precision", "fp16"], "invalid choice"),
+    "device": (["reproduce", "--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
+    "device empty": (["run", "paper", "--device", ""], "device must be auto, cpu, cuda or cuda:N"),
+    "study up a folder": (["reproduce", "--study", "../escaped"], "not a valid name"),
+    "study absolute": (["reproduce", "--study", "/tmp/x"], "not a valid name"),
+    "study hidden": (["run", "paper", "--study", ".x"], "not a valid name"),
+    "study empty": (["reproduce", "--study", ""], "not a valid name"),
+    "store empty": (["reproduce", "--store", ""], "--store: expected a path"),
+    "out empty": (["reproduce", "--out", ""], "--out: expected a path"),
+    "workers zero": (["reproduce", "--workers", "0"], "--workers"),
+    "threads zero": (["reproduce", "--threads", "0"], "--threads"),
+    "threads huge": (["reproduce", "--threads", "100000"], "--threads: expected a positive integer up to 1024"),
+    "batch rounds zero": (["reproduce", "--batch-rounds", "0"], "--batch-rounds"),
+    "backend": (["reproduce", "--backend", "spark"], "invalid choice"),
+    "address without ray": (["reproduce", "--address", "10.0.0.1:6379"], "add --backend ray"),
+    "archs empty": (["reproduce", "--archs", ""], "expected comma-separated architecture names"),
+    "archs twice": (["reproduce", "--archs", "siamese_ws,siamese_ws"], "siamese_ws named twice"),
+    "archs unknown": (["reproduce", "--archs", "siamese_ws,nonsense"], "unknown architecture 'nonsense'"),
+    "data dir empty": (["reproduce", "--data-dir", ""], "--data-dir: expected a path"),
+    "plugin missing": (["reproduce", "--plugin", "no_such_module"], "cannot import plugin"),
+    "study file missing": (["run", "no_such_study"], "no study file"),
+    "study file empty name": (["run", ""], "expected a path"),
+    "study file a folder": (["run", "."], "cannot read the study file"),
+    "bench arch": (["bench", "--arch", "nonsense"], "unknown architecture"),
+    "bench size": (["bench", "--arch", "ws_bn_aug_bayes", "--size", "20"], "invalid choice: 20"),
+    "bench epochs huge": (["bench", "--epochs", "1000000"], "epochs must be in [1, 1000]"),
+    "bench epochs zero": (["bench", "--epochs", "0"], "--epochs"),
+    "bench rounds huge": (["bench", "--rounds", "101"], "--rounds: expected a positive integer up to 100"),
+    "bench precision": (["bench", "--precision", "fp64"], "invalid choice"),
+    "bench device": (["bench", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+    "list size": (["list", "--size", "7"], "invalid choice"),
+    "report no store": (["report", "--store", "/nonexistent/s.sqlite"], "no store at"),
+    "report unknown study": (["report", "--study", "nope"], "no study 'nope'"),
+    "export unknown study": (["export", "mlflow", "--study", "nope"], "no study 'nope'"),
+    "export no store": (["export", "mlflow", "--store", "/nonexistent/s.sqlite"], "no store at"),
+}
+
+
+@pytest.mark.parametrize("case", list(FLAGS))
+def test_every_flag_refuses_bad_values_in_one_line(case, populated_store, tmp_path, monkeypatch, capsys):
+    from digitpairs import bench, cli, study
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("bad input reached training")
+
+    monkeypatch.setattr(study, "run_study", no_training)
+    monkeypatch.setattr(bench, "run", no_training)
+    monkeypatch.chdir(tmp_path)
+    args, expected = FLAGS[case]
+    args = [str(a) for a in args]
+    if args[0] in ("reproduce", "run", "report", "export") and "--store" not in args:
+        args += ["--store", str(populated_store)]
+    before = dump(populated_store)
+    try:
+        code = cli.main(args)
+    except SystemExit as e:  # argparse's errors: Parser.error prints one line and exits with 2
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert dump(populated_store) == before
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_report_of_a_stored_study_with_an_unsafe_name_needs_out(tmp_path, monkeypatch):
+    """A store made by an older version may hold any study name: its report goes only where --out says."""
+    from digitpairs import cli
+
+    store = Store(tmp_path / "s.sqlite")
+    fill_unsafe = RunResult(0, 0, 0.9, None, 10, 1.0, 1, [])
+    store.ensure_study("../escaped", {"rounds": 1, "variants": []})
+    store.add_runs("../escaped", "a", {}, [fill_unsafe])
+    store.close()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli.main(["report", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert not (tmp_path / "escaped").exists() and not (work / "runs").exists()
 
 
 def test_unwritable_output_folder(tmp_path, populated_store):
@@ -94,3 +200,15 @@ def test_the_local_backend_does_not_import_ray():
     code = ("import sys, digitpairs.cli, digitpairs.study, digitpairs.train, digitpairs.report; "
             "sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_device_reaches_every_run_but_not_the_study_name(tmp_path, monkeypatch):
+    from digitpairs import cli, report, study
+
+    seen = {}
+    monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
+    monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reproduce", "--quick", "--device", "cpu", "--epochs", "3", "--store", "s.sqlite"]) == 0
+    assert seen["study"].name == "paper-quick-epochs3"
+    assert {v.cfg.device for v in seen["study"].variants} == {"cpu"}

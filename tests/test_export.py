@@ -25,3 +25,23 @@ def test_export_to_sqlite_tracking_store_twice_without_duplicates(tmp_path):
     report = next(r for r in runs if r.data.tags["digitpairs.key"] == "st/report")
     files = {a.path for a in client.list_artifacts(report.info.run_id)}
     assert {"report.md", "report.html", "curves.png", "table.csv"} <= files
+
+
+def test_artifacts_stay_in_their_folder_whatever_the_study_name(tmp_path):
+    """A store made by an older version may hold a study named like a path: its artifacts go under mlartifacts/."""
+    from digitpairs import UserError
+    from digitpairs.export import artifact_folder, export
+    from digitpairs.train import RunResult
+
+    assert artifact_folder("paper-quick") == "paper-quick"
+    assert artifact_folder("../escaped").startswith("study-") and "/" not in artifact_folder("../escaped")
+    store = Store(tmp_path / "runs" / "s.sqlite")
+    store.ensure_study("../escaped", {"rounds": 1, "select": None, "variants": [
+        {"name": "a", "base": "a", "sweep": {}, "config": {}, "arch": {"label": "A", "head": "mlp", "report": None}}]})
+    store.add_runs("../escaped", "a", {}, [RunResult(0, 0, 0.9, None, 10, 1.0, 1, [])])
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    with pytest.raises(UserError, match="no study 'nope'"):
+        export(store, uri, ["nope"], log=lambda *a: None)
+    assert export(store, uri, log=lambda *a: None) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert [p.name for p in (tmp_path / "runs" / "mlartifacts").iterdir()] == [artifact_folder("../escaped")]

@@ -87,3 +87,42 @@ def test_padding_and_members_change_features_and_parameter_counts():
     assert create_model("ws_bn_aug_bayes", CFG.replace(members=3)).num_params() == 3 * one  # a round's ensemble
     assert create_model("ws_bn_aug_bayes", CFG.replace(size=14)).branches[0].conv1.padding == 1  # pads at 14 only
     assert create_model("ws_bn_aug_bayes", CFG).branches[0].conv1.padding == 0
+
+
+def test_flops_count_the_convolutions_before_their_pools():
+    """Analytic FLOPs per pair (2 per multiply-add): conv 24x24x16x25 + conv 8x8x32x(16x25) + fc 512x112 + fc 112x10
+    per image, the head 20x20 + 20x20 + 20x1; with padding at 14x14 the convolutions keep the side (14, then 7)."""
+    per_image = 2 * (24 * 24 * 16 * 25 + 8 * 8 * 32 * 16 * 25 + 512 * 112 + 112 * 10)
+    assert create_model("siamese_ws_aux", CFG).flops_per_pair() == 2 * per_image + 2 * (400 + 400 + 20)
+    padded = 2 * (14 * 14 * 16 * 9 + 7 * 7 * 32 * 16 * 9 + 288 * 112 + 112 * 10)
+    assert create_model("ws_bn_aug_bayes", CFG.replace(size=14)).flops_per_pair() == 2 * padded
+
+
+@pytest.mark.parametrize("name", ["siamese_ws_aux_bn_drop", "siamese_nows", "ws_bn_aug_bayes"])
+def test_compiled_kernels_compute_what_pytorch_computes(name, monkeypatch):
+    """The branch's fused convolution + pooling and BatchNorm + ReLU (ops.py, bnrelu.py) against PyTorch's
+    operators, the same network and seeds, in training mode: in fp32 the loss and every gradient agree to rounding;
+    under bf16 autocast every gradient is as close to the fp32 one as PyTorch's own bf16 gradient is."""
+    from digitpairs import bnrelu, ops
+
+    size = 28 if name != "ws_bn_aug_bayes" else 14  # and padded convolutions at 14x14
+    x = torch.randn(3, 8, 2, size, size, generator=torch.Generator().manual_seed(0))
+    kernels = ops._conv_mode, bnrelu._fusable
+
+    def grads(fused: bool, precision: str):
+        ops._conv_mode, bnrelu._fusable = kernels if fused else (lambda *a: None, lambda *a: False)
+        net = create_model(name, CFG.replace(size=size), k=3).seed([1, 2, 3], [4, 5, 6])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            cmp, digits = net(x)
+        loss = cmp.float().square().mean() + digits.float().square().mean()
+        loss.backward()
+        return [loss.detach()] + [p.grad for p in net.parameters()]
+
+    monkeypatch.setattr(ops, "_conv_mode", ops._conv_mode)  # restored after the test
+    monkeypatch.setattr(bnrelu, "_fusable", bnrelu._fusable)
+    exact, fused32 = grads(False, "fp32"), grads(True, "fp32")
+    fused16, torch16 = grads(True, "bf16"), grads(False, "bf16")
+    for e, f32, f16, t16 in zip(exact, fused32, fused16, torch16):
+        torch.testing.assert_close(f32, e, rtol=1e-4, atol=1e-5 * e.abs().max().item())
+        err16, errt = (((g - e).abs().max() / e.abs().max()).item() for g in (f16, t16))
+        assert err16 <= 1.25 * errt + 0.01

@@ -57,3 +57,25 @@ def test_augmentation_keeps_shapes_is_per_member_and_off_by_default():
     moved = augment(img, Config(shift=0.25), [torch.Generator().manual_seed(0)])
     assert abs(moved.sum() - img.sum()) < 1e-3  # the blob moves, nothing is lost at this size
     assert torch.equal(view(img, 0), img) and torch.equal(view(img, 1)[..., 6:10, 5:9], img[..., 5:9, 5:9])
+
+
+def test_augmentation_grid_is_affine_grid_plus_the_elastic_field():
+    """The separable grid equals F.affine_grid of the drawn map plus the bicubic upsampling of the drawn field."""
+    import torch.nn.functional as F
+
+    from digitpairs.config import Config
+    from digitpairs.pairs import _bicubic, augment
+
+    x = torch.randn(1, 3, 2, 28, 28)
+    cfg = Config(shift=0.1, rotate=10.0, scale=0.1, elastic=0.03)
+    out = augment(x, cfg, [torch.Generator().manual_seed(4)])
+    g = torch.Generator().manual_seed(4)  # the same draws, in augment's order
+    u = torch.rand(6, 4, generator=g) * 2 - 1
+    angle, zoom = u[:, 0] * cfg.rotate * torch.pi / 180, 1 + u[:, 1] * cfg.scale
+    cos, sin, shift = torch.cos(angle) / zoom, torch.sin(angle) / zoom, u[:, 2:] * 2 * cfg.shift
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    up = _bicubic(28, torch.device("cpu"))
+    field = up @ torch.randn(6, 2, 4, 4, generator=g) @ up.T
+    grid = F.affine_grid(theta, [6, 1, 28, 28], align_corners=False) + field.permute(0, 2, 3, 1) * 2 * cfg.elastic
+    expected = F.grid_sample(x.view(6, 1, 28, 28), grid, padding_mode="border", align_corners=False)
+    torch.testing.assert_close(out, expected.view(x.shape), rtol=1e-4, atol=1e-4)

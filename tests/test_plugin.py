@@ -7,7 +7,7 @@ from digitpairs.models import register_arch
 
 @register_arch
 def siamese_tiny():
-    return Arch("", "Siamese tiny", aux=True, extra={"hidden": 16})
+    return Arch("", "Siamese tiny", objective="comparison+digits", extra={"hidden": 16})
 '''
 
 

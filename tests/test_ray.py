@@ -1,18 +1,25 @@
-"""The Ray backend on a real two-node cluster that lives on loopback only.
+"""The Ray backend: a real two-node cluster that lives on loopback only, an instance of the command's own that an
+interrupt ends, and the CPUs each task declares.
 
 The cluster runs in its own network namespace (unshare) whose only interface is loopback, so that the head, the
 second node, the driver and every worker bind to and talk to 127.0.0.1 and nothing else; a PID namespace makes
 sure that no process of it outlives the test."""
 
 import ipaddress
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from conftest import run_cli
 
 pytest.importorskip("ray", reason="Ray is not installed here (the extra digitpairs[ray])")
 
@@ -43,7 +50,7 @@ for _ in range(120):
 else:
     raise SystemExit("the second node did not join")
 WAIT
-"$PY" -m digitpairs run "$STUDY" --quick --epochs 6 --backend ray --address 127.0.0.1:6379 --batch-rounds 1 \
+"$PY" -m digitpairs run "$STUDY" --quick --rounds 4 --epochs 6 --backend ray --address 127.0.0.1:6379 --batch-rounds 1 \
   --store "$STORE" --out "$TMP/report" --data-dir "$DATA" > "$TMP/driver.log" 2>&1 &
 driver=$!
 NODE2=$node2 "$PY" - <<'KILL'
@@ -65,7 +72,7 @@ def node2():  # {pid: title} of the second node's processes: the session its `ra
 
 for _ in range(3000):  # until a unit trains there (Ray titles a busy worker ray::FUNCTION), then kill them all
     procs = node2()
-    if any(t.startswith(b"ray::_ray_unit") for t in procs.values()):
+    if any(t.startswith(b"ray::ray_unit") for t in procs.values()):
         for pid in procs:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -124,7 +131,71 @@ def test_a_study_survives_losing_a_node_of_a_loopback_ray_cluster(tmp_path, real
         assert listening and all(a.is_loopback or getattr(a, "ipv4_mapped", None) in LOOPBACK for a in listening)
         db = sqlite3.connect(store)
         rows = db.execute("SELECT arch, round, COUNT(*) FROM runs GROUP BY arch, round").fetchall()
-        assert len(rows) == 3 * 2 and all(n == 1 for *_, n in rows)  # every run of the quick study, once
-        assert db.execute("SELECT COUNT(*) FROM curves").fetchone()[0] == 3 * 2 * 6  # 6 epochs each
+        assert len(rows) == 3 * 4 and all(n == 1 for *_, n in rows)  # every run of the study, once
+        assert db.execute("SELECT COUNT(*) FROM curves").fetchone()[0] == 3 * 4 * 6  # 6 epochs each
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_tasks_declare_one_cpu_unless_threads_is_given(tmp_path, real_data_dir, monkeypatch):
+    from digitpairs import ray_backend
+    from digitpairs.store import Store
+    from digitpairs.study import run_study
+    from digitpairs.studyfile import build
+
+    asked = []
+    monkeypatch.setattr(ray_backend, "run_ray", lambda drv, data_dir, threads, address: asked.append(threads))
+    study = build({"archs": ["siamese_ws"], "rounds": 2}, "ray.toml", quick=True)
+    store = Store(tmp_path / "s.sqlite")
+    run_study(study, store, real_data_dir, workers=4, backend="ray")
+    run_study(study, store, real_data_dir, workers=4, threads=3, backend="ray")
+    assert asked == [1, 3]
+
+
+@pytest.mark.slow
+def test_a_task_that_no_node_can_hold_is_refused_before_submission(tmp_path, real_data_dir):
+    store = tmp_path / "s.sqlite"
+    p = run_cli("reproduce", "--quick", "--archs", "siamese_ws", "--backend", "ray", "--threads", "64", "--store",
+                store, "--out", tmp_path / "out", "--data-dir", real_data_dir, timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert "--threads 64: no node of the Ray cluster has that many CPUs" in last and "Traceback" not in p.stderr
+    assert sqlite3.connect(store).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_ends_a_ray_study_within_5_s_and_its_ray_instance_with_it(tmp_path, real_data_dir, sig, code):
+    from digitpairs.ray_backend import descendants
+    from test_faults import LOGGED, gone, start
+
+    proc = start([sys.executable, "-m", "digitpairs", "reproduce", "--quick", "--archs",
+                  "siamese_ws,siamese_ws_aux_bn", "--rounds", "15", "--epochs", "3", "--batch-rounds", "3",
+                  "--backend", "ray", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
+                  "--data-dir", str(real_data_dir)])
+    lines, errors = [], []
+    readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
+               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + 240
+    while not any(LOGGED.match(x) for x in list(lines)) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "".join(errors)[-2000:]
+    ours = descendants(proc.pid)  # Ray's processes: GCS, raylet, agents, workers
+    sent = time.monotonic()
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=60)
+    took = time.monotonic() - sent
+    for r in readers:
+        r.join(timeout=5)
+    err = "".join(errors)
+    assert proc.returncode == code, err[-2000:]
+    assert took < 5, f"the command took {took:.1f} s to end"
+    assert "Traceback" not in err and "run the same command to resume" in err.strip().splitlines()[-1]
+    time.sleep(1)
+    assert gone(ours), f"processes left: {ours}"
+    logged = {(m[1], int(m[2])) for m in map(LOGGED.match, lines) if m}
+    stored = set(sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT arch, round FROM runs").fetchall())
+    assert logged and logged <= stored

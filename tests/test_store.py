@@ -1,5 +1,4 @@
-import os
-import signal
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -7,7 +6,7 @@ import time
 
 import pytest
 
-from digitpairs import UserError
+from digitpairs import UserError, __version__
 from digitpairs.store import Store
 from digitpairs.train import RunResult
 
@@ -55,43 +54,6 @@ def test_foreign_files_are_refused_and_untouched(tmp_path, content):
     assert path.read_bytes() == before
 
 
-@pytest.mark.slow
-def test_killed_study_resumes_without_loss_or_duplicates(tmp_path, real_data_dir):
-    """kill -9 in the middle of a study, then the same command: every run exactly once, finished ones unchanged."""
-    store_path = tmp_path / "s.sqlite"
-    cmd = [sys.executable, "-m", "digitpairs", "reproduce", "--quick", "--rounds", "4", "--archs",
-           "siamese_ws,transfer", "--epochs", "3", "--store", str(store_path), "--out", str(tmp_path / "out"),
-           "--data-dir", str(real_data_dir), "--workers", "1", "--batch-rounds", "2"]  # 4 units, one at a time
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and done < 2 and proc.poll() is None:
-        time.sleep(0.05)
-        if store_path.exists():
-            try:
-                db = sqlite3.connect(store_path)
-                done = db.execute("SELECT count(*) FROM runs").fetchone()[0]
-                db.close()
-            except sqlite3.Error:
-                pass
-    assert proc.poll() is None, "the study finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = Store(store_path)
-    before = {(r["arch"], r["round"]): (r["test_acc"], r["finished"]) for r in first.runs("paper-quick-epochs3")}
-    first.close()
-    assert 2 <= len(before) <= 6
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-    store = Store(store_path)
-    after = store.runs("paper-quick-epochs3")
-    keys = [(r["arch"], r["round"]) for r in after]
-    assert len(keys) == len(set(keys)) == 8
-    assert all((r["test_acc"], r["finished"]) == before[(r["arch"], r["round"])]
-               for r in after if (r["arch"], r["round"]) in before)
-    counts = store.db.execute("SELECT arch, round, count(*) FROM curves GROUP BY arch, round").fetchall()
-    assert len(counts) == 8 and all(c == 3 for _, _, c in counts)
-
-
 def test_a_study_can_gain_variants_and_newer_fields_at_their_defaults(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     old = {"rounds": 2, "variants": [{"name": "a", "config": {"epochs": 25}, "arch": {"name": "a", "bn": False}}]}
@@ -107,3 +69,118 @@ def test_a_study_can_gain_variants_and_newer_fields_at_their_defaults(tmp_path):
                                                              {"name": "b", "config": {"epochs": 50}}]})
     with pytest.raises(UserError, match="variant b is missing"):
         store.ensure_study("st", old)
+
+
+def test_a_study_never_shrinks_and_keeps_its_grouping(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    v = {"name": "a", "config": {"epochs": 25, "device": "cpu"}, "group_rounds": 3}
+    store.ensure_study("st", {"rounds": 10, "variants": [v]})
+    with pytest.raises(UserError, match="has 10 rounds, not 5: pass --rounds 10"):
+        store.ensure_study("st", {"rounds": 5, "variants": [v]})
+    # resumed elsewhere: another device, another group size computed there; the stored grouping stays
+    moved = v | {"config": {"epochs": 25, "device": "cuda"}, "group_rounds": 10}
+    spec = store.ensure_study("st", {"rounds": 12, "variants": [moved, {"name": "b", "group_rounds": 4}]})
+    assert [(x["name"], x["group_rounds"]) for x in spec["variants"]] == [("a", 3), ("b", 4)]
+    assert store.study_config("st") == spec and spec["rounds"] == 12
+
+
+def test_a_store_locked_past_the_timeout_is_busy_in_one_line(tmp_path):
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing, and not letting go
+    try:
+        with pytest.raises(UserError, match="store busy, try again"):
+            Store(path, timeout=0.2)
+        reader = Store(path, create=False, timeout=0.2)  # a report only reads: it does not wait
+        assert reader.studies() == []
+        reader.close()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE studies (study TEXT PRIMARY KEY, config TEXT NOT NULL, created TEXT NOT NULL DEFAULT (datetime('now')));
+CREATE TABLE runs (study TEXT NOT NULL, arch TEXT NOT NULL, round INTEGER NOT NULL, seed INTEGER NOT NULL,
+    config TEXT NOT NULL, test_acc REAL NOT NULL, val_acc REAL, n_params INTEGER NOT NULL, wall_s REAL NOT NULL,
+    batch INTEGER NOT NULL, torch_version TEXT NOT NULL, package_version TEXT NOT NULL,
+    finished TEXT NOT NULL DEFAULT (datetime('now')), PRIMARY KEY (study, arch, round));
+CREATE TABLE curves (study TEXT NOT NULL, arch TEXT NOT NULL, round INTEGER NOT NULL, epoch INTEGER NOT NULL,
+    train_cmp REAL NOT NULL, train_loss REAL NOT NULL, val_acc REAL, test_acc REAL NOT NULL,
+    PRIMARY KEY (study, arch, round, epoch));
+INSERT INTO meta VALUES ('format', 'digitpairs-store-1');
+INSERT INTO studies (study, config) VALUES ('st', '{"rounds": 2, "variants": [{"name": "a"}]}');
+INSERT INTO runs (study, arch, round, seed, config, test_acc, val_acc, n_params, wall_s, batch, torch_version,
+    package_version) VALUES ('st', 'a', 0, 0, '{}', 0.9, NULL, 100, 1.0, 2, '2.5.0', '0.1.0');
+"""
+
+
+def test_a_store_of_version_0_1_opens_read_only_and_gains_the_new_columns_when_written(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    db.close()
+    before = path.read_bytes()
+    reader = Store(path, create=False)  # report, export: nothing written
+    assert reader.runs("st")[0]["code_hash"] is None and reader.runs("st")[0]["test_acc"] == 0.9
+    reader.close()
+    assert path.read_bytes() == before
+    store = Store(path)  # a study command: the claims table and the new columns are added in place
+    store.add_runs("st", "a", {}, [result(1)])
+    old, new = store.runs("st")
+    assert (old["package_version"], old["code_hash"], old["device"]) == ("0.1.0", None, None)
+    assert new["package_version"] == __version__ and len(new["code_hash"]) == 12
+    assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+CREATE_AT_ONCE = """
+import sys, time
+from digitpairs.store import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+store = Store(sys.argv[1])
+store.ensure_study("st", {"rounds": 3, "variants": [{"name": "a", "group_rounds": 2}]})
+store.close()
+"""
+
+
+def test_many_processes_create_one_fresh_store_at_once(tmp_path):
+    path = tmp_path / "fresh.sqlite"
+    at = str(time.time() + 4)  # every process has imported torch by then
+    procs = [subprocess.Popen([sys.executable, "-c", CREATE_AT_ONCE, str(path), at], stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    store = Store(path, create=False)
+    assert store.studies() == ["st"]
+
+
+def test_each_run_records_the_code_and_the_device_that_made_it(tmp_path):
+    from digitpairs.provenance import code_hash, code_version, git_commit
+
+    store = Store(tmp_path / "s.sqlite")
+    store.ensure_study("st", {})
+    store.add_runs("st", "a", {}, [dataclasses.replace(result(0), test_correct=181, n_test=200, device="cpu X")])
+    run = store.runs("st")[0]
+    assert {k: run[k] for k in ("package_version", "code_hash", "git_commit")} == code_version()
+    assert (run["test_correct"], run["device"]) == (181, "cpu X")
+    assert len(code_hash()) == 12 and code_hash() == code_hash()
+    assert git_commit(tmp_path) is None  # not a checkout (or no git at all): no error
+    copy = tmp_path / "pkg"
+    copy.mkdir()
+    (copy / "m.py").write_text("x = 1\n")
+    first = code_hash(copy)
+    (copy / "m.py").write_text("x = 2\n")
+    assert code_hash(copy) != first
+
+
+def test_the_report_lists_code_versions_and_devices_and_warns_when_a_study_mixes_them():
+    from digitpairs.report import provenance_blocks
+
+    run = {"package_version": "0.2.0", "code_hash": "a" * 12, "git_commit": None, "torch_version": "2.13.0",
+           "device": "cpu X"}
+    one = provenance_blocks([run, run | {"device": "NVIDIA H100"}])
+    assert [row[-2:] for row in one[1][2]] == [["NVIDIA H100", "1"], ["cpu X", "1"]] and len(one) == 2
+    mixed = provenance_blocks([run, run | {"package_version": "0.1.0", "code_hash": None, "device": None}])
+    assert len(mixed[1][2]) == 2 and "mixes runs of 2 code versions" in mixed[-1][1]

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from conftest import run_cli
@@ -46,8 +48,62 @@ BAD = {
     "unknown arch": ('archs = ["siamese_xx"]\n', "unknown architecture 'siamese_xx'"),
     "wrong type": ('archs = ["siamese_ws"]\n[config]\nepochs = "many"\n', "epochs must be int"),
     "bad value": ('archs = ["siamese_ws"]\n[config]\nsize = 20\n', "size must be 14 or 28"),
-    "zero rounds": ('rounds = 0\narchs = ["siamese_ws"]\n', "rounds must be positive"),
+    "zero rounds": ('rounds = 0\narchs = ["siamese_ws"]\n', "rounds must be in [1, 1000], not 0"),
     "not toml": ('archs = [\n', "not valid TOML"),
+}
+A = 'archs = ["siamese_ws"]\n'
+BAD |= {  # every key, with a wrong type, a negative, a zero, a huge value, NaN/inf, an empty string
+    "name up a folder": ('name = "../x"\n' + A, "'../x' is not a valid name"),
+    "name with a separator": ('name = "a/b"\n' + A, "'a/b' is not a valid name"),
+    "name hidden": ('name = ".x"\n' + A, "'.x' is not a valid name"),
+    "name empty": ('name = ""\n' + A, "'' is not a valid name"),
+    "name not a string": ('name = 5\n' + A, "name must be str, not 5"),
+    "rounds huge": ('rounds = 1000000000\n' + A, "rounds must be in [1, 1000]"),
+    "rounds float": ('rounds = 3.0\n' + A, "rounds must be int, not 3.0"),
+    "rounds bool": ('rounds = true\n' + A, "rounds must be int, not True"),
+    "select": ('select = "test"\n' + A, 'select must be "val"'),
+    "archs missing": ('rounds = 2\n', "archs must be a non-empty list"),
+    "archs a string": ('archs = "siamese_ws"\n', "archs must be a non-empty list"),
+    "archs entry a number": ('archs = [5]\n', "each entry of archs is a name or a table with a name"),
+    "archs name a list": ('archs = [{name = ["x"]}]\n', "each entry of archs is a name or a table with a name"),
+    "variant up a folder": ('archs = [{name = "siamese_ws", variant = "../v"}]\n', "'../v' is not a valid name"),
+    "variant empty": ('archs = [{name = "siamese_ws", variant = ""}]\n', "'' is not a valid name"),
+    "label two lines": ('archs = [{name = "siamese_ws", label = "a\\nb"}]\n', "label must be one printable line"),
+    "flag a string": ('archs = [{name = "siamese_ws", bn = "yes"}]\n', "bn must be bool"),
+    "lr nan": ('archs = [{name = "siamese_ws", lr = nan}]\n', "lr must be a finite number, not nan"),
+    "lr inf": ('archs = [{name = "siamese_ws", lr = inf}]\n', "lr must be a finite number, not inf"),
+    "channels one": ('archs = [{name = "siamese_ws", channels = [16]}]\n', "channels must be two integers"),
+    "channels words": ('archs = [{name = "siamese_ws", channels = ["a", "b"]}]\n', "channels must be two integers"),
+    "channels zero": ('archs = [{name = "siamese_ws", channels = [0, 16]}]\n', "channels must be two widths in [1, 512]"),
+    "channels huge": ('archs = [{name = "siamese_ws", channels = [100000, 16]}]\n', "channels must be two widths"),
+    "hidden zero": ('archs = [{name = "siamese_ws", hidden = 0}]\n', "hidden must be in [1, 4096]"),
+    "hidden huge": ('archs = [{name = "siamese_ws", hidden = 10000000}]\n', "hidden must be in [1, 4096]"),
+    "head_hidden negative": ('archs = [{name = "siamese_ws", head_hidden = -1}]\n', "head_hidden must be in [1, 1024]"),
+    "config a number": ('config = 3\n' + A, "[config] must be a table"),
+    "pairs beyond MNIST": (A + '[config]\nn_pairs = 40000\n', "n_pairs must be in [1, 30000]"),
+    "test pairs beyond MNIST": (A + '[config]\nn_test = 5001\n', "n_test must be in [1, 5000]"),
+    "validation takes every pair": (A + '[config]\nn_val = 1000\n', "n_val must be in [0, n_pairs=1000)"),
+    "swap a number": (A + '[config]\nswap = 1\n', "swap must be bool"),
+    "batch zero": (A + '[config]\nbatch_size = 0\n', "batch_size must be in [1, 60000]"),
+    "alpha -inf": (A + '[config]\nalpha = -inf\n', "alpha must be a finite number"),
+    "label smoothing nan": (A + '[config]\nlabel_smoothing = nan\n', "label_smoothing must be a finite number"),
+    "dropout one": (A + '[config]\ndropout_p = 1.0\n', "dropout_p must be in [0, 1)"),
+    "members zero": (A + '[config]\nmembers = 0\n', "members must be in [1, 16]"),
+    "seed huge": (A + '[config]\nseed = 9223372036854775807\n', "seed must be in [0, 4294967295]"),
+    "epochs huge": (A + '[config]\nepochs = 1000000\n', "epochs must be in [1, 1000]"),
+    "device": (A + '[config]\ndevice = "tpu"\n', "device must be auto, cpu, cuda or cuda:N"),
+    "device empty": (A + '[config]\ndevice = ""\n', "device must be auto, cpu, cuda or cuda:N"),
+    "size-keyed setting at another size": ('archs = ["ws_bn_aug_bayes"]\n[sweep]\nsize = [20]\n',
+                                           "archs.ws_bn_aug_bayes: size must be 14 or 28, not 20"),
+    "sweep a number": (A + '[sweep]\nalpha = 0.5\n', "alpha must be a non-empty list"),
+    "sweep empty": (A + '[sweep]\nalpha = []\n', "alpha must be a non-empty list"),
+    "sweep twice the same": (A + '[sweep]\nalpha = [0.5, 0.5]\n', "alpha lists 0.5 twice"),
+    "sweep of words": (A + '[sweep]\nalpha = ["a"]\n', "alpha must be float"),
+    "sweep nan": (A + '[sweep]\nlr = [nan]\n', "lr must be a finite number"),
+    "sweep head": (A + '[sweep]\nhead = ["mlp", "vote"]\n', "head must be one of mlp, logic, prob"),
+    "sweep of a million": (A + '[sweep]\n' + "".join(f"{k} = {list(range(1, 11))}\n" for k in
+                                                      ("epochs", "batch_size", "hidden", "head_hidden")),
+                           "make 10000 variants, more than 1000"),
 }
 
 
@@ -55,9 +111,28 @@ BAD = {
 def test_bad_study_files(tmp_path, case):
     text, expected = BAD[case]
     path = write(tmp_path, text)
-    with pytest.raises(UserError, match=expected.replace("[", r"\[")) as e:
+    with pytest.raises(UserError, match=re.escape(expected)) as e:
         studyfile.load(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_file_name_that_is_no_study_name_needs_a_name_key(tmp_path):
+    path = tmp_path / "my study.toml"
+    path.write_text(A)
+    with pytest.raises(UserError, match="the file's name 'my study' is no valid study name"):
+        studyfile.load(path)
+    path.write_text('name = "my_study"\n' + A)
+    assert studyfile.load(path).name == "my_study"
+
+
+def test_a_size_keyed_setting_of_a_plugin_at_a_size_it_lacks(tmp_path):
+    from digitpairs.config import Arch
+    from digitpairs.models import own_settings
+
+    arch = Arch("only28", "only 28", extra={"pad": {28: False}})
+    assert own_settings(arch, 28) == {"pad": False}
+    with pytest.raises(UserError, match="only28 sets pad for image sizes 28 only, not 14"):
+        own_settings(arch, 14)
 
 
 def test_cli_names_the_key_and_the_file(tmp_path):

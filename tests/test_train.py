@@ -6,7 +6,7 @@ from digitpairs.models import create_model
 from digitpairs.pairs import round_data, sub_seed
 from digitpairs.train import train
 
-CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20, precision="fp32")  # fp32: exact equivalence
+CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20, precision="fp32", device="cpu")  # fp32: exact
 
 
 def datas(seeds):
@@ -39,7 +39,7 @@ def test_batched_rounds_equal_separate_runs():
     seeds = [3, 4, 5]
     for name in ("siamese_ws_aux_bn_drop", "siamese_nows", "transfer"):
         ds = datas(seeds)
-        together = train(name, cfg, ds, [0, 1, 2], seeds, threads=1)  # one batched model of 3 rounds
+        together = train(name, cfg, ds, [0, 1, 2], seeds, groups=[3])  # one batched model of 3 rounds
         for i, s in enumerate(seeds):
             (alone,) = train(name, cfg, [ds[i]], [i], [s])
             for ca, ct in zip(alone.curves, together[i].curves):
@@ -48,7 +48,7 @@ def test_batched_rounds_equal_separate_runs():
 
 
 def test_thread_groups_equal_one_batched_model():
-    """With 3 threads, 5 rounds train as groups of 2, 2 and 1 rounds, each on its own thread: the same numbers as
+    """With 3 threads, 5 rounds in groups of 2, 2 and 1 rounds train each group on its own thread: the same numbers as
     one batched model, every round once and in order, progress counted once per round and epoch; the caller's
     thread count is restored."""
     import threading
@@ -64,7 +64,7 @@ def test_thread_groups_equal_one_batched_model():
     before = torch.get_num_threads()
     one = train("siamese_ws_aux_bn_drop", cfg, datas(seeds), [0, 1, 2, 3, 4], seeds, threads=1)
     groups = train("siamese_ws_aux_bn_drop", cfg, iter(datas(seeds)), [0, 1, 2, 3, 4], seeds, on_epoch=on_epoch,
-                   threads=3)
+                   threads=3, groups=[2, 2, 1])
     assert torch.get_num_threads() == before
     assert [r.round for r in groups] == [0, 1, 2, 3, 4] and [r.batch for r in groups] == [2, 2, 2, 2, 1]
     assert sorted(ticks) == [1, 1, 2, 2, 2, 2] and len(names) == 3
@@ -93,7 +93,7 @@ def test_a_failing_group_stops_the_others(monkeypatch):
     monkeypatch.setattr(train_module, "augment", failing)
     before = torch.get_num_threads()
     with pytest.raises(UserError, match="boom"):
-        train("siamese_ws", CFG.replace(epochs=50), datas([1, 2, 3]), [0, 1, 2], [1, 2, 3], threads=2)
+        train("siamese_ws", CFG.replace(epochs=50), datas([1, 2, 3]), [0, 1, 2], [1, 2, 3], threads=2, groups=[2, 1])
     assert len(steps) < 50 * 5  # far from the 50 epochs x 5 steps the two-round group would have run
     assert torch.get_num_threads() == before
 
@@ -162,3 +162,54 @@ def test_onecycle_and_label_smoothing_train():
     res = train("siamese_ws_aux_bn", CFG.replace(schedule="onecycle", lr=3e-3, label_smoothing=0.1),
                 datas([0]), [0], [0])[0]
     assert res.curves[-1]["train_loss"] < res.curves[0]["train_loss"]
+
+
+def test_a_rounds_weights_load_into_a_single_model():
+    """The weights a batched group returns for round i are the model of round i alone: loaded into a PairNet of one
+    member they give that round's test accuracy."""
+    from digitpairs.train import evaluate
+
+    seeds = [3, 4]
+    ds = datas(seeds)
+    results = train("siamese_ws_aux_bn", CFG, ds, [0, 1], seeds, groups=[2])
+    for res, d in zip(results, ds):
+        net = create_model("siamese_ws_aux_bn", CFG)
+        net.load_state_dict(res.state)
+        assert res.norm == (d.mean, d.std)
+        correct = evaluate(net, d.test_x.unsqueeze(0), d.test_classes.unsqueeze(0), CFG.precision)
+        assert correct.item() == res.test_correct
+
+
+def test_a_group_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
+    """Interrupted after epoch 2 of 4, then trained again with the same checkpoint folder: it trains epochs 3 and 4
+    only, and its curves and weights equal an uninterrupted run's to the last bit (augmentation, dropout and OneCycle
+    included: every random generator and the schedule are in the checkpoint)."""
+    import pytest
+
+    from digitpairs.checkpoint import Checkpoints
+
+    cfg = CFG.replace(shift=0.1, schedule="onecycle")
+    seeds = [3, 4]
+    whole = train("siamese_ws_aux_bn_drop", cfg, datas(seeds), [0, 1], seeds, groups=[2])
+    ckpt = Checkpoints(tmp_path / "unit")
+    ticks = []
+
+    def interrupt(n):
+        ticks.append(n)
+        if len(ticks) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train("siamese_ws_aux_bn_drop", cfg, datas(seeds), [0, 1], seeds, groups=[2], checkpoints=ckpt,
+              on_epoch=interrupt)
+    assert ckpt.path([0, 1]).is_file()
+    ticks.clear()
+    resumed = train("siamese_ws_aux_bn_drop", cfg, datas(seeds), [0, 1], seeds, groups=[2], checkpoints=ckpt,
+                    on_epoch=ticks.append)
+    assert ticks == [4, 2, 2]  # the 2 epochs done, counted at once; then 2 more epochs trained
+    for a, b in zip(whole, resumed):
+        assert a.curves == b.curves
+        assert all(torch.equal(a.state[key], b.state[key]) for key in a.state)
+    other = train("siamese_ws_aux_bn_drop", cfg.replace(lr=2e-3), datas(seeds), [0, 1], seeds, groups=[2],
+                  checkpoints=ckpt, on_epoch=ticks.append)  # another config: the checkpoint is not its own
+    assert other[0].curves != whole[0].curves and len(other[0].curves) == cfg.epochs

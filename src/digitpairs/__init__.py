@@ -1,6 +1,6 @@
 """digitpairs: architecture studies on pairs of MNIST digits (is the first digit <= the second?)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class UserError(Exception):

@@ -1,9 +1,32 @@
 """Every hyperparameter, in one typed dataclass with its reason; presets are just overrides of it."""
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from digitpairs import UserError
+from digitpairs.device import DEVICE_FORM
+
+MNIST_TRAIN, MNIST_TEST = 60000, 10000  # images in MNIST's splits: a round's pairs are distinct images of a split
+MAX_EPOCHS = 1000  # far beyond any study here; a typo such as 10**9 is refused instead of running for years
+MAX_SEED = 2**32 - 1  # seeds are stored as SQLite integers and fed to NumPy's SeedSequence: any bound this size works
+
+
+def _type_error(f: dataclasses.Field, value) -> str | None:
+    """The message when value does not fit the field's type: an int is not a bool, a float is finite and may be
+    written as an int, and channels are two ints."""
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if f.type is float:
+        ok, what = integer(value) or isinstance(value, float) and math.isfinite(value), "a finite number"
+    elif f.type is int:
+        ok, what = integer(value), "an integer"
+    elif f.type in (bool, str):
+        ok, what = isinstance(value, f.type), "true or false" if f.type is bool else "a string"
+    else:  # tuple[int, int]
+        ok, what = isinstance(value, tuple) and len(value) == 2 and all(map(integer, value)), "two integers"
+    return None if ok else f"{f.name} must be {what}, not {value!r}"
 
 
 @dataclass(frozen=True)
@@ -26,7 +49,7 @@ class Config:
     hidden: int = 112  # width of the branch's first fully connected layer
     pad: bool = False  # "same" padding in the convolutions: the side shrinks by pooling only (7x7 features at 28)
     head_hidden: int = 20  # width of the comparison head's two hidden layers (20 -> 20 -> 20 -> 1)
-    dropout_p: float = 0.5  # dropout probability, where the architecture uses dropout (after fc1 and the head)
+    dropout_p: float = 0.5  # dropout probability, where the architecture uses dropout (after the branch's fc1 only)
     # beyond the report: every lever is off by default (the report's protocol); docs/accuracy.md measures each
     schedule: str = "constant"  # learning rate: "constant" (the report's) or "onecycle" (PyTorch's OneCycleLR:
     #                             30% warm-up to lr, cosine to ~0, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)
@@ -42,19 +65,32 @@ class Config:
     # reproducibility and speed
     seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
     precision: str = "bf16"  # convolutions and matmuls in bfloat16 (weights, Adam, softmax and losses stay fp32):
-    #                          1.5x faster here, each architecture's mean within one SD of "fp32" (docs/benchmarks.md)
+    #                          faster on CPUs with bf16 instructions, each architecture's mean within one SD of "fp32"
+    #                          (docs/benchmarks.md has both)
+    device: str = "auto"  # where training runs: "auto" (the GPU when PyTorch sees one), "cpu", "cuda", "cuda:N";
+    #                       a run option, not part of a study's identity (a study may be resumed on another device)
 
     def validate(self) -> "Config":
+        """Self, or a UserError naming the first field of the wrong type or out of its range."""
+        for f in dataclasses.fields(self):
+            message = _type_error(f, getattr(self, f.name))
+            if message:
+                raise UserError(message)
         checks = [
             (self.size in (14, 28), f"size must be 14 or 28, not {self.size}"),
-            (self.n_pairs > 0, f"n_pairs must be positive, not {self.n_pairs}"),
-            (self.n_test > 0, f"n_test must be positive, not {self.n_test}"),
+            (1 <= self.n_pairs <= MNIST_TRAIN // 2,
+             f"n_pairs must be in [1, {MNIST_TRAIN // 2}] (two distinct training images per pair), not {self.n_pairs}"),
+            (1 <= self.n_test <= MNIST_TEST // 2,
+             f"n_test must be in [1, {MNIST_TEST // 2}] (two distinct test images per pair), not {self.n_test}"),
             (0 <= self.n_val < self.n_pairs, f"n_val must be in [0, n_pairs={self.n_pairs}), not {self.n_val}"),
-            (self.epochs > 0, f"epochs must be positive, not {self.epochs}"),
-            (self.batch_size > 0, f"batch_size must be positive, not {self.batch_size}"),
-            (self.lr > 0, f"lr must be positive, not {self.lr}"),
-            (self.alpha >= 0, f"alpha must be >= 0, not {self.alpha}"),
+            (1 <= self.epochs <= MAX_EPOCHS, f"epochs must be in [1, {MAX_EPOCHS}], not {self.epochs}"),
+            (1 <= self.batch_size <= MNIST_TRAIN, f"batch_size must be in [1, {MNIST_TRAIN}], not {self.batch_size}"),
+            (0 < self.lr <= 1, f"lr must be in (0, 1], not {self.lr}"),
+            (0 <= self.alpha <= 100, f"alpha must be in [0, 100], not {self.alpha}"),
             (self.aux_loss in ("ce", "l2"), f"aux_loss must be 'ce' or 'l2', not {self.aux_loss!r}"),
+            (all(1 <= c <= 512 for c in self.channels), f"channels must be two widths in [1, 512], not {self.channels}"),
+            (1 <= self.hidden <= 4096, f"hidden must be in [1, 4096], not {self.hidden}"),
+            (1 <= self.head_hidden <= 1024, f"head_hidden must be in [1, 1024], not {self.head_hidden}"),
             (0 <= self.dropout_p < 1, f"dropout_p must be in [0, 1), not {self.dropout_p}"),
             (self.schedule in ("constant", "onecycle"),
              f"schedule must be 'constant' or 'onecycle', not {self.schedule!r}"),
@@ -65,8 +101,10 @@ class Config:
             (0 <= self.elastic <= 0.1, f"elastic must be in [0, 0.1] (a fraction of the side), not {self.elastic}"),
             (1 <= self.members <= 16, f"members must be in [1, 16], not {self.members}"),
             (1 <= self.tta <= 9, f"tta must be in [1, 9], not {self.tta}"),
-            (self.seed >= 0, f"seed must be >= 0, not {self.seed}"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}], not {self.seed}"),
             (self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', not {self.precision!r}"),
+            (DEVICE_FORM.fullmatch(self.device) is not None,
+             f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -83,26 +121,72 @@ class Config:
         return dataclasses.asdict(self)
 
 
+OBJECTIVES = ("comparison", "comparison+digits", "digits")  # what a variant learns from (Arch.objective)
+HEADS = ("mlp", "logic", "prob")  # how it compares the two digits (Arch.head)
+
+
 @dataclass(frozen=True)
 class Arch:
-    """A named architecture: the flags of PairNet. `head` is "mlp" (learned comparison), "logic" (pred_a <= pred_b)
-    or "prob" (P(a <= b) > 1/2 under the two predicted digit distributions; trained like "logic")."""
+    """A named architecture: the flags of PairNet and what it learns from.
+
+    objective: "comparison" (L_cmp alone), "comparison+digits" (L_cmp + alpha * L_digits: the report's auxiliary
+    loss) or "digits" (the digit loss alone). head, how the answer is made: "mlp" (a learned head on the 20 digit
+    probabilities), "logic" (pred_a <= pred_b) or "prob" (P(a <= b) > 1/2 under the two digit distributions)."""
     name: str
     label: str  # the report's name for it, used in tables and figures
     share: bool = True  # one digit branch for both images (weight sharing) or two
-    aux: bool = False  # add alpha * the auxiliary digit loss
-    bn: bool = False  # BatchNorm after each conv and the first fc layer
-    dropout: bool = False  # dropout after the branch's first fc layer and in the head
-    head: str = "mlp"
+    objective: str = "comparison"  # the training loss, one of OBJECTIVES
+    bn: bool = False  # BatchNorm after each conv's max-pooling and after the first fc layer (models.Branch)
+    dropout: bool = False  # dropout after the branch's first fc layer (the comparison head has none)
+    head: str = "mlp"  # one of HEADS
     report: tuple[float, float, int] | None = None  # the report's (test accuracy, SD, #params), if in Table 1
     extra: dict = field(default_factory=dict)  # config overrides this architecture always applies
+
+    @property
+    def learns_digits(self) -> bool:
+        """Whether the digit loss trains the branch (its digit accuracy means something)."""
+        return self.objective != "comparison"
+
+    def validate(self) -> "Arch":
+        """Self, or a UserError for an objective or head that does not exist, or a pair of them that cannot learn
+        its answer: an mlp head learns from L_cmp only, so it needs the comparison in the objective; a logic head
+        answers with the digits' argmax, which L_cmp alone does not train (only the soft P(a <= b)), so it needs the
+        digits in the objective. A prob head answers with P(a <= b), which every objective trains."""
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        if self.head not in HEADS:
+            raise UserError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        if self.head == "mlp" and self.objective == "digits":
+            raise UserError("head mlp with objective digits: the comparison head would never learn (only L_cmp "
+                            "trains it): use objective comparison+digits, or head logic or prob")
+        if self.head == "logic" and self.objective == "comparison":
+            raise UserError("head logic with objective comparison: the answer pred_a <= pred_b comes from digits "
+                            "that L_cmp does not train: use objective digits or comparison+digits, or head prob")
+        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+def objective_of(arch: dict) -> str:
+    """The objective of an Arch stored as a dict. Specs stored before the field existed say it with `aux` and
+    `head`, as train.losses read them then: no aux, L_cmp alone; aux with the mlp head, L_cmp + alpha * L_digits;
+    aux with a logic or prob head, the digit loss alone."""
+    if "objective" in arch:
+        return arch["objective"]
+    if not arch.get("aux", False):
+        return "comparison"
+    return "comparison+digits" if arch.get("head", "mlp") == "mlp" else "digits"
+
+
+def current_arch(arch: dict) -> dict:
+    """A stored Arch dict in today's fields: its objective explicit, `aux` (the old spelling of it) dropped."""
+    return {k: v for k, v in arch.items() if k != "aux"} | {"objective": objective_of(arch)}
+
+
 QUICK = {"n_pairs": 200, "n_test": 200, "epochs": 2}  # the whole path in seconds, for tests and dry runs
 QUICK_ROUNDS = 2
+MAX_ROUNDS = 1000  # rounds of a study: far beyond any here (seeds seed .. seed + rounds - 1)
 
 
 def quick(cfg: Config) -> Config:

@@ -19,19 +19,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitpairs import UserError
+from digitpairs.bnrelu import batch_norm_relu
 from digitpairs.config import Arch, Config
+from digitpairs.device import upload
+from digitpairs.ops import conv_pool2x2
 
 
 class KConv2d(nn.Module):
-    """K independent convolutions as one grouped convolution: (N, K*cin, H, W) -> (N, K*cout, H', W')."""
+    """K independent convolutions as one grouped convolution, each followed by a 2x2 max-pool if `pool`:
+    (N, K*cin, H, W) -> (N, K*cout, H', W'), H' halved (floored) by the pool. On the CPU, a convolution from one
+    channel per member runs fused with its pool (ops.py: the same function, summed in another order)."""
 
-    def __init__(self, k: int, cin: int, cout: int, ks: int, bias: bool = True, padding: int = 0):
+    def __init__(self, k: int, cin: int, cout: int, ks: int, bias: bool = True, padding: int = 0,
+                 pool: bool = False):
         super().__init__()
-        self.k, self.fan_in, self.padding = k, cin * ks * ks, padding
+        self.k, self.fan_in, self.padding, self.pool = k, cin * ks * ks, padding, pool
         self.weight = nn.Parameter(torch.empty(k * cout, cin, ks, ks))
         self.bias = nn.Parameter(torch.empty(k * cout)) if bias else None
 
-    def forward(self, x):
+    def forward(self, x, channels_last: bool = True):
+        """channels_last: the memory format of PyTorch's convolution (speed only; on CPU much faster)."""
+        if self.pool:
+            return conv_pool2x2(x, self.weight, self.bias, self.padding, self.k, channels_last)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, self.weight, self.bias, padding=self.padding, groups=self.k)
 
 
@@ -70,6 +81,7 @@ class KDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         keep = torch.stack([torch.empty(x.shape[1:]).bernoulli_(1 - self.p, generator=g) for g in self.rngs])
+        keep = upload(keep, x.device)  # drawn on the CPU from the member's stream: the same masks on every device
         return x * keep.to(x.dtype) / (1 - self.p)
 
 
@@ -78,7 +90,8 @@ def kernel_size(cfg: Config) -> int:
 
 
 def first_map_bytes(cfg: Config) -> int:
-    """Bytes of one member's largest activation in a training step, the first convolution's output."""
+    """Bytes of one member's largest activation in a training step, the first convolution's output (on the CPU the
+    fused kernel of ops.py never writes it whole, so a cache budget based on it is generous there)."""
     side = cfg.size if cfg.pad else cfg.size - kernel_size(cfg) + 1
     return cfg.batch_size * 2 * cfg.channels[0] * side * side * (2 if cfg.precision == "bf16" else 4)
 
@@ -97,7 +110,8 @@ class Branch(nn.Module):
         # a bias right before BatchNorm is redundant (BN subtracts it again): its gradient is zero but for float
         # noise, which Adam would amplify into steps of size lr
         pad = ks // 2 if cfg.pad else 0
-        self.conv1, self.conv2 = KConv2d(k, 1, c1, ks, not bn, pad), KConv2d(k, c1, c2, ks, not bn, pad)
+        self.conv1 = KConv2d(k, 1, c1, ks, not bn, pad, pool=True)
+        self.conv2 = KConv2d(k, c1, c2, ks, not bn, pad, pool=True)
         self.bn1 = nn.BatchNorm2d(k * c1) if bn else nn.Identity()
         self.bn2 = nn.BatchNorm2d(k * c2) if bn else nn.Identity()
         self.fc1 = KLinear(k, c2 * side * side, cfg.hidden, bias=not bn)
@@ -107,11 +121,9 @@ class Branch(nn.Module):
 
     def forward(self, x):
         n = x.shape[0]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         # pool before BN and ReLU: ReLU commutes with max-pooling, and the elementwise work is 4x smaller
-        x = F.relu(self.bn1(F.max_pool2d(self.conv1(x), 2)))  # (N, K*c1, ., .)
-        x = F.relu(self.bn2(F.max_pool2d(self.conv2(x), 2)))  # (N, K*c2, side, side)
+        x = batch_norm_relu(self.conv1(x, self.channels_last), self.bn1)  # conv and pool: (N, K*c1, ., .)
+        x = batch_norm_relu(self.conv2(x, self.channels_last), self.bn2)  # (N, K*c2, side, side)
         x = x.reshape(n, self.k, -1).transpose(0, 1)  # (K, N, c2*side*side)
         x = self.drop(F.relu(self.bn3(self.fc1(x))))  # (K, N, hidden)
         return self.fc2(x)  # (K, N, 10)
@@ -144,8 +156,10 @@ class PairNet(nn.Module):
 
         def count(module, inputs, output):
             nonlocal total
-            if isinstance(module, KConv2d):  # output (N, K*cout, H', W'); weight (K*cout, cin, k, k)
-                total += 2 * output.numel() * module.weight[0].numel()
+            if isinstance(module, KConv2d):  # input (N, K*cin, H, H); weight (K*cout, cin, k, k); square maps
+                kc, _, ks, _ = module.weight.shape
+                side = inputs[0].shape[-1] + 2 * module.padding - ks + 1  # the convolution's, before any pool
+                total += 2 * inputs[0].shape[0] * kc * side * side * module.weight[0].numel()
             else:  # KLinear: output (K, N, fout); weight (K, fin, fout)
                 total += 2 * module.weight.numel() * output.shape[1]
 
@@ -191,7 +205,7 @@ class PairNet(nn.Module):
 
     def p_le(self, probs):
         """(K, B, 2, 10) digit probabilities -> (K, B) P(first digit <= second), the two digits independent."""
-        with torch.autocast("cpu", enabled=False):  # in fp32: 1 - 1e-6 is 1 in bfloat16
+        with torch.autocast(probs.device.type, enabled=False):  # in fp32: 1 - 1e-6 is 1 in bfloat16
             return torch.einsum("kbi,ij,kbj->kb", probs[:, :, 0].float(), self.le, probs[:, :, 1].float())
 
     def predict(self, p_cmp, probs):
@@ -204,6 +218,20 @@ class PairNet(nn.Module):
             return self.p_le(probs) > 0.5
         return p_cmp > 0.5
 
+    def member_states(self, members: int) -> list[dict[str, torch.Tensor]]:
+        """The weights of each round (its `members` consecutive members) as a state dict of a PairNet with
+        k = members, on the CPU. Every per-member tensor has the members as equal consecutive blocks of its first
+        dimension (grouped convolutions, batched linear layers, BatchNorm over K*C features); scalars (BatchNorm's
+        step count) are shared."""
+        rounds = self.k // members
+        out = [{} for _ in range(rounds)]
+        for key, t in self.state_dict().items():
+            t = t.detach().cpu()
+            for i in range(rounds):
+                out[i][key] = t.clone() if t.dim() == 0 else t.reshape(rounds, -1)[i].reshape(
+                    t.shape[0] // rounds, *t.shape[1:]).clone()
+        return out
+
 
 ARCHS: dict[str, Arch] = {}
 
@@ -212,7 +240,7 @@ def register(arch: Arch) -> Arch:
     """Add a named architecture to the registry (`digitpairs list`, studies and the tests pick it up)."""
     if arch.name in ARCHS:
         raise ValueError(f"architecture {arch.name!r} is already registered")
-    ARCHS[arch.name] = arch
+    ARCHS[arch.name] = arch.validate()
     return arch
 
 
@@ -221,7 +249,7 @@ def register_arch(fn):
 
         @register_arch
         def siamese_wide():
-            return Arch("siamese_wide", "Siamese WS,AUX wide", aux=True, extra={"hidden": 256})
+            return Arch("siamese_wide", "Siamese WS,AUX wide", objective="comparison+digits", extra={"hidden": 256})
     """
     arch = fn()
     register(arch if arch.name else dataclasses.replace(arch, name=fn.__name__))
@@ -229,18 +257,19 @@ def register_arch(fn):
 
 
 # Table 1 of the report, with its figures (test accuracy, SD, #params)
-register(Arch("transfer", "TransferLearn", head="logic", aux=True, report=(0.9686, 0.0067, 72418)))
+register(Arch("transfer", "TransferLearn", objective="digits", head="logic", report=(0.9686, 0.0067, 72418)))
 register(Arch("siamese_nows", "Siamese NoWS", share=False, report=(0.8074, 0.0089, 145737)))
 register(Arch("siamese_ws", "Siamese WS", report=(0.7790, 0.0152, 73299)))
-register(Arch("siamese_ws_aux", "Siamese WS,AUX", aux=True, report=(0.8373, 0.0220, 73299)))
-register(Arch("siamese_ws_aux_bn", "Siamese WS,AUX,BN", aux=True, bn=True, report=(0.8476, 0.0142, 73299)))
-register(Arch("siamese_ws_aux_bn_drop", "Siamese WS,AUX,BN,DROP", aux=True, bn=True, dropout=True,
+AUX = "comparison+digits"  # the report's auxiliary loss: L_cmp + alpha * L_digits
+register(Arch("siamese_ws_aux", "Siamese WS,AUX", objective=AUX, report=(0.8373, 0.0220, 73299)))
+register(Arch("siamese_ws_aux_bn", "Siamese WS,AUX,BN", objective=AUX, bn=True, report=(0.8476, 0.0142, 73299)))
+register(Arch("siamese_ws_aux_bn_drop", "Siamese WS,AUX,BN,DROP", objective=AUX, bn=True, dropout=True,
               report=(0.8474, 0.0115, 73299)))
 
 # Beyond the report (docs/accuracy.md): the weight-shared digit branch with BatchNorm, trained on the digits of
 # both images with augmentation, OneCycle and twice the epochs; the comparison is P(a <= b) > 1/2 under the two
 # digit distributions, averaged over 5 test-time views. Every choice was made on a validation split.
-register(Arch("ws_bn_aug_bayes", "WS,BN,AUG,Bayes", aux=True, bn=True, head="prob", extra={
+register(Arch("ws_bn_aug_bayes", "WS,BN,AUG,Bayes", objective="digits", bn=True, head="prob", extra={
     "shift": 0.1, "rotate": 10.0, "scale": 0.1, "elastic": 0.03,  # augmentation that keeps a digit's identity
     "schedule": "onecycle", "lr": 3e-3, "epochs": 50,  # twice the protocol's 25 epochs, OneCycle up to 3e-3
     "tta": 5,  # the image and its four one-pixel shifts
@@ -257,6 +286,10 @@ def get_arch(name: str) -> Arch:
 def own_settings(arch: Arch, size: int) -> dict:
     """The Config fields an architecture sets for itself (Arch.extra) at this image size: a value given as
     {14: v14, 28: v28} depends on the size."""
+    for k, v in arch.extra.items():
+        if isinstance(v, dict) and size not in v:
+            raise UserError(f"{arch.name} sets {k} for image sizes {', '.join(map(str, v))} only, not {size}: "
+                            "use one of these sizes")
     return {k: v[size] if isinstance(v, dict) else v for k, v in arch.extra.items()}
 
 

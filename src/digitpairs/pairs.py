@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from digitpairs.device import upload
+
 
 def sub_seed(seed: int, tag: int) -> int:
     """An independent stream per (round seed, purpose): 0 pairs, 1 initialisation, 2 data order and dropout."""
@@ -19,11 +21,12 @@ def target_of(classes: torch.Tensor) -> torch.Tensor:
 
 
 def draw_pairs(images: np.ndarray, labels: np.ndarray, n: int, generator: torch.Generator):
-    """n pairs of distinct images: (n, 2, 28, 28) float in [0, 255], (n, 2) long classes."""
+    """n pairs of distinct images: (n, 2, 28, 28) float in [0, 255], (n, 2) long classes, and (n, 2) the images'
+    indices in the split."""
     if 2 * n > len(images):
         raise ValueError(f"{n} pairs need {2 * n} images; the split has {len(images)}")
     idx = torch.randperm(len(images), generator=generator)[: 2 * n].view(n, 2).numpy()
-    return torch.from_numpy(images[idx]).float(), torch.from_numpy(labels[idx].astype(np.int64))
+    return torch.from_numpy(images[idx]).float(), torch.from_numpy(labels[idx].astype(np.int64)), idx
 
 
 def swap(x: torch.Tensor, classes: torch.Tensor):
@@ -42,6 +45,7 @@ class PairData:
     val_classes: torch.Tensor  # (V, 2) long
     mean: float
     std: float
+    test_idx: np.ndarray | None = None  # (M, 2) the test images' indices in MNIST test
 
     @property
     def train_target(self) -> torch.Tensor:
@@ -58,8 +62,8 @@ def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28
 
     The last n_val of the n_pairs training pairs are held out for validation (the rest train)."""
     g = torch.Generator().manual_seed(sub_seed(seed, 0))
-    train_x, train_c = draw_pairs(mnist["train_images"], mnist["train_labels"], n_pairs, g)
-    test_x, test_c = draw_pairs(mnist["test_images"], mnist["test_labels"], n_test, g)
+    train_x, train_c, _ = draw_pairs(mnist["train_images"], mnist["train_labels"], n_pairs, g)
+    test_x, test_c, test_idx = draw_pairs(mnist["test_images"], mnist["test_labels"], n_test, g)
     if size == 14:  # the course's 14x14 images: 2x2 average pooling
         train_x, test_x = F.avg_pool2d(train_x, 2), F.avg_pool2d(test_x, 2)
     k = n_pairs - n_val
@@ -68,7 +72,7 @@ def round_data(mnist: dict, seed: int, n_pairs: int, n_test: int, size: int = 28
     train_x, val_x, test_x = (train_x - mean) / std, (val_x - mean) / std, (test_x - mean) / std
     if do_swap:
         train_x, train_c = swap(train_x, train_c)
-    return PairData(train_x, train_c, test_x, test_c, val_x, val_c, mean, std)
+    return PairData(train_x, train_c, test_x, test_c, val_x, val_c, mean, std, test_idx)
 
 
 def round_for(mnist: dict, cfg, r: int) -> PairData:
@@ -85,27 +89,39 @@ def augment(x: torch.Tensor, cfg, generators: list[torch.Generator]) -> torch.Te
         return x
     k, b, _, s, _ = x.shape
     n = b * 2
-    u = torch.stack([torch.rand(n, 4, generator=g) for g in generators]).view(k * n, 4) * 2 - 1  # in [-1, 1)
+    u = upload(torch.stack([torch.rand(n, 4, generator=g) for g in generators]), x.device).view(k * n, 4) * 2 - 1
     angle = u[:, 0] * cfg.rotate * torch.pi / 180
     zoom = 1 + u[:, 1] * cfg.scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     shift = u[:, 2:] * 2 * cfg.shift  # grid coordinates span 2 across the image
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, [k * n, 1, s, s], align_corners=False)
-    if cfg.elastic:  # a displacement drawn on a 4x4 grid, upsampled bicubically (separable: B @ coarse @ B^T)
+    # the sampling grid, F.affine_grid's plus the elastic field, as one separable product: coordinate c of pixel
+    # (i, j) is sum_ab basis[i, a] m[c, a, b] basis[j, b] over the basis (1, coordinate, 4 bicubic columns)
+    m = torch.zeros(k * n, 2, 6, 6, device=x.device)  # (K*n, 2, 6, 6)
+    m[:, 0, 0, 0], m[:, 0, 0, 1], m[:, 0, 1, 0] = shift[:, 0], cos, -sin  # x' = cos x - sin y + shift_x
+    m[:, 1, 0, 0], m[:, 1, 0, 1], m[:, 1, 1, 0] = shift[:, 1], sin, cos  # y' = sin x + cos y + shift_y
+    if cfg.elastic:  # a displacement drawn on a 4x4 grid, upsampled bicubically
         coarse = torch.stack([torch.randn(n, 2, 4, 4, generator=g) for g in generators]).view(k * n, 2, 4, 4)
-        up = _bicubic(s)
-        field = up @ coarse @ up.T  # (K*n, 2, S, S)
-        grid = grid + field.permute(0, 2, 3, 1) * 2 * cfg.elastic
+        m[:, :, 2:, 2:] = upload(coarse, x.device) * (2 * cfg.elastic)
+    basis = _basis(s, x.device)  # (S, 6)
+    grid = (basis @ m @ basis.T).permute(0, 2, 3, 1)  # (K*n, S, S, 2)
     out = F.grid_sample(x.reshape(k * n, 1, s, s).float(), grid, padding_mode="border", align_corners=False)
     return out.view(x.shape).to(x.dtype)
 
 
 @functools.cache
-def _bicubic(s: int) -> torch.Tensor:
-    """(S, 4): bicubic upsampling of 4 values to S, as a matrix (column i is the upsampled unit vector i)."""
+def _bicubic(s: int, device: torch.device) -> torch.Tensor:
+    """(S, 4): bicubic upsampling of 4 values to S, as a matrix (column i is the upsampled unit vector i), computed
+    on the CPU and kept on the device."""
     units = torch.eye(4).view(4, 1, 4, 1).expand(4, 1, 4, 4)  # image i is 1 on row i: constant along the width
-    return F.interpolate(units, size=(s, s), mode="bicubic", align_corners=False)[:, 0, :, 0].T.contiguous()
+    return F.interpolate(units, size=(s, s), mode="bicubic", align_corners=False)[:, 0, :, 0].T.contiguous().to(device)
+
+
+@functools.cache
+def _basis(s: int, device: torch.device) -> torch.Tensor:
+    """(S, 6): per pixel row (or column) 1, its coordinate in [-1, 1] (F.affine_grid's, align_corners=False) and
+    the 4 bicubic upsampling weights (_bicubic)."""
+    coord = (torch.arange(s) * 2 + 1) / s - 1
+    return torch.cat([torch.ones(s, 1), coord[:, None], _bicubic(s, torch.device("cpu"))], 1).to(device)
 
 
 VIEWS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]  # test-time shifts (pixels)

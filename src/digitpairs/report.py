@@ -1,26 +1,26 @@
 """A study's report, read from the store only: tables, statistics, figures; as Markdown and self-contained HTML.
 
-The report is a list of blocks (heading, text, table, image, code) rendered twice, so report.md and report.html
-always say the same thing.
+The report is a list of blocks (heading, text, table, image, code) that render.py renders twice, so report.md and
+report.html always say the same thing; figures.py draws the figures.
 """
 
-import base64
+import collections
 import csv
-import html
 import itertools
 import json
 import math
+import os
+import shutil
 import statistics
+import tempfile
+from fractions import Fraction
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-
-from digitpairs import UserError
-from digitpairs.stats import holm, mean_ci, paired_t, wilcoxon
+from digitpairs import UserError, answers, explain, verdicts
+from digitpairs.config import Config, objective_of
+from digitpairs.figures import plot_curves, plot_sweep
+from digitpairs.render import Column, csv_rows, render_html, render_md, table
+from digitpairs.stats import WILCOXON_METHODS, holm, mean_ci, paired_t, wilcoxon
 from digitpairs.store import Store
 
 
@@ -30,11 +30,22 @@ def _f(x, spec=".4f"):
 
 def _pv(p):
     """A p-value for a table cell."""
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    return "n/a" if math.isnan(p) else "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def _p(p):
+    if math.isnan(p):
+        return "undefined (the same difference in every round)"
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def correct(run: dict) -> tuple[int, int]:
+    """(correct test pairs, test pairs) of a stored run: the stored count, or, in runs stored without one, the count
+    recovered exactly from the accuracy (count / n_test) and the run's n_test (Config's default where its stored
+    config lacks the field)."""
+    n = run["config"].get("config", {}).get("n_test", Config().n_test)
+    count = run.get("test_correct")
+    return (count if count is not None else round(run["test_acc"] * n)), n
 
 
 def summarise(spec: dict, runs: list[dict]) -> list[dict]:
@@ -50,12 +61,13 @@ def summarise(spec: dict, runs: list[dict]) -> list[dict]:
         paper = v["arch"].get("report") or (None, None, None)
         rows.append({
             "arch": v["name"], "label": v["arch"]["label"], "base": v["base"], "sweep": v["sweep"],
-            "head": v["arch"]["head"],
+            "head": v["arch"]["head"], "objective": objective_of(v["arch"]),
             "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi, "n_params": rs[0]["n_params"],
             "rounds": len(rs), "missing": [r for r in range(spec["rounds"]) if r not in accs],
             "val_mean": statistics.fmean(vals) if vals else None,
             "val_sd": statistics.stdev(vals) if len(vals) > 1 else None,
             "wall_s": statistics.fmean(r["wall_s"] for r in rs), "accs": accs,
+            "correct": {r["round"]: correct(r) for r in rs},
             "report_mean": paper[0], "report_sd": paper[1], "report_params": paper[2]})
     return rows
 
@@ -68,12 +80,15 @@ def compare(rows: list[dict], rounds: int) -> list[dict]:
             gaps = "; ".join(f"{r['label']} lacks round(s) {r['missing']}" for r in (a, b) if r["missing"])
             out.append({"a": a, "b": b, "skip": f"not compared: {gaps}"})
             continue
-        diffs = [a["accs"][r] - b["accs"][r] for r in range(rounds)]
-        if statistics.fmean(diffs) < 0:  # state every comparison as better minus worse
-            a, b, diffs = b, a, [-d for d in diffs]
+        # each round's difference from the counts, (count_a - count_b) / n_test: the same count, the same number
+        exact = [Fraction(*a["correct"][r]) - Fraction(*b["correct"][r]) for r in range(rounds)]
+        if sum(exact) < 0:  # state every comparison as better minus worse
+            a, b, exact = b, a, [-d for d in exact]
+        diffs = [float(d) for d in exact]
         mean, _, lo, hi = mean_ci(diffs)
+        p_w, method = wilcoxon(diffs)
         out.append({"a": a, "b": b, "diff": mean, "lo": lo, "hi": hi, "wins": sum(d > 0 for d in diffs),
-                    "n": len(diffs), "p_t": paired_t(diffs) if len(diffs) > 1 else 1.0, "p_w": wilcoxon(diffs)})
+                    "n": len(diffs), "p_t": paired_t(diffs), "p_w": p_w, "w_method": method})
     done = [c for c in out if "skip" not in c]
     for key in ("p_t", "p_w"):
         for c, adj in zip(done, holm([c[key] for c in done])):
@@ -132,56 +147,12 @@ def sweeps(spec: dict, rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def plot_curves(curves: list[dict], rows: list[dict], path: Path, title: str) -> None:
-    """Two panels: training L_cmp and test accuracy per epoch; mean over rounds with a +-SD band."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for row in rows:
-        mine = [c for c in curves if c["arch"] == row["arch"]]
-        epochs = sorted({c["epoch"] for c in mine})
-        for ax, key in zip(axes, ("train_cmp", "test_acc")):
-            vals = [[c[key] for c in mine if c["epoch"] == e] for e in epochs]
-            mean = np.array([np.mean(v) for v in vals])
-            sd = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals])
-            line, = ax.plot(epochs, mean, label=row["label"])
-            ax.fill_between(epochs, np.maximum(mean - sd, 0), mean + sd, color=line.get_color(), alpha=0.2, lw=0)
-    axes[0].set(title="Training loss L_cmp (without the auxiliary term)", xlabel="epoch", ylabel="BCE")
-    axes[1].set(title="Test accuracy", xlabel="epoch", ylabel="accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(loc="lower right", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_sweep(key: str, group: list[dict], path: Path) -> None:
-    """Validation accuracy (mean +- SD over rounds) against the swept value, one line per architecture."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for base in dict.fromkeys(r["base"] for r in group):
-        mine = [r for r in group if r["base"] == base]
-        xs = [str(r["sweep"][key]) for r in mine]
-        use_val = all(r["val_mean"] is not None for r in mine)
-        ys = [r["val_mean"] if use_val else r["mean"] for r in mine]
-        es = [(r["val_sd"] if use_val else r["sd"]) or 0 for r in mine]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{base} ({'validation' if use_val else 'test'})")
-        for x, y, r in zip(xs, ys, mine):
-            if r.get("chosen"):
-                ax.annotate("chosen", (x, y), textcoords="offset points", xytext=(0, 10), ha="center")
-    ax.set(title=f"Sweep of {key}", xlabel=key, ylabel="accuracy (mean +- SD over rounds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def writable_dir(out: Path) -> Path:
     """Create out if needed and check that files can be written there, before any long work."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".digitpairs-probe"
+        probe = out / f".digitpairs-probe-{os.getpid()}"  # its own: two processes may check one folder at once
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -190,120 +161,149 @@ def writable_dir(out: Path) -> Path:
     return out
 
 
-def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
-    """Compute every table and figure of the study (figures are written to out); return the report's blocks."""
-    spec, runs = store.study_config(study), store.runs(study)
-    if not runs:
-        raise UserError(f"study {study!r} in {store.path} has no finished run yet: run it first")
-    rows = summarise(spec, runs)
+def columns(spec: dict, rows: list[dict]) -> list[Column]:
+    """The accuracy table's columns, one spec for every format (render.Column). table.csv has every column; table.md
+    and the report skip empty ones."""
     has_val = any(r["val_mean"] is not None for r in rows)
     has_report = any(r["report_mean"] is not None for r in rows)
-    head = ["Architecture", "Test accuracy", "SD", "95% CI", "#Params", "Rounds"] + (["Val. accuracy"] * has_val) \
-        + ["s/run"] + (["Report: accuracy", "SD", "#Params"] * has_report)
-    table = [[f"{r['label']} (`{r['arch']}`)", _f(r["mean"]), _f(r["sd"]), f"{_f(r['ci_low'])} - {_f(r['ci_high'])}",
-              f"{r['n_params']:,}", f"{r['rounds']}/{spec['rounds']}" + (f" (missing {r['missing']})" * bool(r['missing']))]
-             + ([_f(r["val_mean"])] * has_val) + [f"{r['wall_s']:.1f}"]
-             + ((["beyond the report", "", ""] if r["report_mean"] is None else
-                 [_f(r["report_mean"]), _f(r["report_sd"]), _f(r["report_params"], ",")]) * has_report) for r in rows]
+
+    def rounds(r):
+        return f"{r['rounds']}/{spec['rounds']}" + (f" (missing {r['missing']})" if r["missing"] else "")
+
+    return [
+        Column("Architecture", lambda r: f"{r['label']} (`{r['arch']}`)", ("arch", "label")),
+        Column("Test accuracy", lambda r: _f(r["mean"]), ("mean",)),
+        Column("SD", lambda r: _f(r["sd"]), ("sd",)),
+        Column("95% CI", lambda r: f"{_f(r['ci_low'])} - {_f(r['ci_high'])}", ("ci_low", "ci_high")),
+        Column("#Params", lambda r: f"{r['n_params']:,}", ("n_params",)),
+        Column("Rounds", rounds, ("rounds",)),
+        Column("Val. accuracy", lambda r: _f(r["val_mean"]), ("val_mean",), has_val),
+        Column("s/run", lambda r: f"{r['wall_s']:.1f}", ("wall_s",)),
+        Column("Report: accuracy", lambda r: "beyond the report" if r["report_mean"] is None else _f(r["report_mean"]),
+               ("report_mean",), has_report),
+        Column("SD", lambda r: _f(r["report_sd"]), ("report_sd",), has_report),
+        Column("#Params", lambda r: _f(r["report_params"], ","), ("report_params",), has_report),
+    ]
+
+
+def accuracy_table(spec: dict, rows: list[dict], out: Path) -> tuple:
+    """Write table.csv and table.md; return the table's block for the report."""
+    cols = columns(spec, rows)
     with open(out / "table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "label", "mean", "sd", "ci_low", "ci_high", "n_params", "rounds", "val_mean", "wall_s",
-                    "report_mean", "report_sd", "report_params"])
-        w.writerows([[r[k] for k in ("arch", "label", "mean", "sd", "ci_low", "ci_high", "n_params", "rounds",
-                                     "val_mean", "wall_s", "report_mean", "report_sd", "report_params")] for r in rows])
-    (out / "table.md").write_text(render_md([("table", head, table)]))
-    meta = runs[0]
-    blocks = [("h1", f"digitpairs study `{study}`"),
-              ("p", (f"{len(runs)} runs of {len(rows)} variants over {spec['rounds']} rounds, store `{store.path}`, "
-                     f"digitpairs {meta['package_version']}, torch {meta['torch_version']}.")),
-              ("h2", "Test accuracy over rounds"), ("table", head, table),
-              ("p", ("Each round draws fresh pairs and a fresh initialisation from its seed (base seed + round); "
-                     "within a round every variant trains on the same pairs. SD: sample standard deviation over "
-                     "rounds; 95% CI: t-interval for the mean."))]
-    comps = compare(rows, spec["rounds"])
-    if comps:
-        ctable = [[c["a"]["label"], c["b"]["label"], "", "", "", "", c["skip"]] if "skip" in c else
-                  [c["a"]["label"], c["b"]["label"], f"{100 * c['diff']:.2f}",
-                   f"{100 * c['lo']:.2f} - {100 * c['hi']:.2f}", _pv(c["p_t_holm"]), _pv(c["p_w_holm"]),
-                   f"{c['wins']}/{c['n']}"] for c in comps]
-        blocks += [("h2", "Paired comparisons"),
-                   ("table", ["Better", "Worse", "Difference (points)", "95% CI", "paired t p (Holm)",
-                              "Wilcoxon p (Holm)", "Rounds won"], ctable),
-                   ("p", ("Differences are per round (rounds share their pairs), better minus worse, in percentage "
-                          f"points; p-values are Holm-corrected over all {len(comps)} comparisons."))]
-        blocks += [("li", [words(c) for c in comps])]
-        blocks += beyond(rows, comps) if has_report else []
+        csv.writer(f).writerows(csv_rows(cols, rows))
+    block = table(cols, rows)
+    (out / "table.md").write_text(render_md([block]))
+    return block
+
+
+def _points(c: dict, key: str) -> str:
+    return "" if "skip" in c else f"{100 * c[key]:.2f}"
+
+
+COMPARISON = [  # the paired comparisons' table (rows: report.compare's)
+    Column("Better", lambda c: c["a"]["label"]),
+    Column("Worse", lambda c: c["b"]["label"]),
+    Column("Difference (points)", lambda c: _points(c, "diff")),
+    Column("95% CI", lambda c: "" if "skip" in c else f"{_points(c, 'lo')} - {_points(c, 'hi')}"),
+    Column("paired t p (Holm)", lambda c: "" if "skip" in c else _pv(c["p_t_holm"])),
+    Column("Wilcoxon p (Holm)", lambda c: "" if "skip" in c else _pv(c["p_w_holm"])),
+    Column("Wilcoxon method", lambda c: "" if "skip" in c else WILCOXON_METHODS[c["w_method"]]),
+    Column("Rounds won", lambda c: c["skip"] if "skip" in c else f"{c['wins']}/{c['n']}"),
+]
+
+
+def comparison_blocks(rows: list[dict], comps: list[dict]) -> list[tuple]:
+    """The paired comparisons as a table and in words, and the variants beyond the report against its best."""
+    if not comps:
+        return []
+    blocks = [("h2", "Paired comparisons"), table(COMPARISON, comps),
+              ("p", ("Differences are per round (rounds share their pairs), better minus worse, in percentage "
+                     "points, from the counts of correct test pairs; p-values (scipy.stats) are Holm-corrected "
+                     f"over all {len(comps)} comparisons. Wilcoxon signed-rank: exact where a comparison's "
+                     "differences have no ties and no zeros; otherwise scipy's default, all sign flips for up "
+                     "to 13 rounds, else the normal approximation, zero differences dropped.")),
+              ("li", [words(c) for c in comps])]
+    has_report = any(r["report_mean"] is not None for r in rows)
+    return blocks + (beyond(rows, comps) if has_report else [])
+
+
+def figure_blocks(store: Store, study: str, rows: list[dict], out: Path) -> list[tuple]:
+    """Figure 2 (the Siamese ablation steps) and the curves of every variant."""
     steps = [r for r in rows if not r["sweep"] and r["head"] == "mlp"]  # the Siamese ablation steps
     curves = store.curves(study)
+    blocks = []
     if steps:
         plot_curves(curves, steps, out / "figure2.png", "Figure 2: the ablation steps")
         blocks += [("h2", "Figure 2: training L_cmp and test accuracy per epoch (mean +- SD over rounds)"),
                    ("img", "figure2.png", "Figure 2")]
     plot_curves(curves, rows, out / "curves.png", "All variants")
-    blocks += [("h2", "Training curves of every variant"), ("img", "curves.png", "curves")]
+    return blocks + [("h2", "Training curves of every variant"), ("img", "curves.png", "curves")]
+
+
+def sweep_columns(key: str) -> list[Column]:
+    """The table of a swept key (rows: summarise's, of the variants that sweep it)."""
+    return [Column(key, lambda r: str(r["sweep"][key])), Column("Architecture", lambda r: r["base"]),
+            Column("Val. accuracy", lambda r: _f(r["val_mean"])), Column("SD", lambda r: _f(r["val_sd"])),
+            Column("Test accuracy", lambda r: _f(r["mean"])), Column("SD", lambda r: _f(r["sd"])),
+            Column("Chosen", lambda r: "yes" if r.get("chosen") else "")]
+
+
+def sweep_blocks(spec: dict, rows: list[dict], out: Path) -> list[tuple]:
+    """Per swept key: its figure, its table, and the value chosen on validation accuracy."""
+    blocks = []
     for key, group in sweeps(spec, rows).items():
         plot_sweep(key, group, out / f"sweep_{key}.png")
         chosen = [r for r in group if r.get("chosen")]
-        stable = [[str(r["sweep"][key]), r["base"], _f(r["val_mean"]), _f(r["val_sd"]), _f(r["mean"]), _f(r["sd"]),
-                   "yes" if r.get("chosen") else ""] for r in group]
         blocks += [("h2", f"Sweep of {key}"), ("img", f"sweep_{key}.png", f"sweep of {key}"),
-                   ("table", [key, "Architecture", "Val. accuracy", "SD", "Test accuracy", "SD", "Chosen"], stable)]
+                   table(sweep_columns(key), group)]
         if chosen:
             blocks += [("p", " ".join(f"Chosen on validation accuracy for {r['base']}: {key} = {r['sweep'][key]} "
                                       f"(validation {_f(r['val_mean'])}); test accuracy there {_f(r['mean'])} +- "
                                       f"{_f(r['sd'])}." for r in chosen))]
         elif spec.get("select") == "val":
             blocks += [("p", "No validation split (n_val = 0): nothing is chosen.")]
-    blocks += [("h2", "Config"), ("code", json.dumps(spec, indent=1, sort_keys=True))]
     return blocks
 
 
-def render_md(blocks: list[tuple]) -> str:
-    lines = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2"):
-            lines += ["#" * int(kind[1]) + " " + rest[0], ""]
-        elif kind == "p":
-            lines += [rest[0], ""]
-        elif kind == "li":
-            lines += [f"- {item}" for item in rest[0]] + [""]
-        elif kind == "table":
-            head, rows = rest
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows] + [""]
-        elif kind == "img":
-            lines += [f"![{rest[1]}]({rest[0]})", ""]
-        elif kind == "code":
-            lines += ["```json", rest[0], "```", ""]
-    return "\n".join(lines)
+def provenance_blocks(runs: list[dict]) -> list[tuple]:
+    """The code versions and devices that made the runs, with a warning where a study mixes code versions."""
+    count = collections.Counter((r["package_version"], r["code_hash"] or "(not recorded)", (r["git_commit"] or "")[:12],
+                                 r["torch_version"], r["device"] or "(not recorded)") for r in runs)
+    blocks = [("h2", "Code and devices"),
+              ("table", ["digitpairs", "Code hash", "Git commit", "torch", "Device", "Runs"],
+               [[*key, str(n)] for key, n in sorted(count.items())])]
+    codes = {key[:2] for key in count}
+    if len(codes) > 1:
+        blocks += [("p", (f"Warning: this study mixes runs of {len(codes)} code versions (digitpairs version and "
+                          "hash of its source files): a difference between variants may come from the code. Run the "
+                          "study again under a new --study name to compare runs of one code."))]
+    return blocks
 
 
-def render_html(blocks: list[tuple], out: Path) -> str:
-    """One self-contained page: the figures are embedded as data URIs."""
-    esc = html.escape
-    parts = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2"):
-            parts.append(f"<{kind}>{esc(rest[0])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{esc(rest[0])}</p>")
-        elif kind == "li":
-            parts.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in rest[0]) + "</ul>")
-        elif kind == "table":
-            head, rows = rest
-            parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
-                         + "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-                         + "</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode((out / rest[0]).read_bytes()).decode()
-            parts.append(f'<figure><img alt="{esc(rest[1])}" src="data:image/png;base64,{data}"></figure>')
-        elif kind == "code":
-            parts.append(f"<details><summary>config</summary><pre>{esc(rest[0])}</pre></details>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:"
-             "collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,"
-             "th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}img{max-width:100%}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>digitpairs report</title><style>{style}</style>"
-            f"</head><body>{''.join(parts)}</body></html>\n")
+def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
+    """Compute every table and figure of the study (figures are written to out); return the report's blocks."""
+    spec, runs = store.study_config(study), store.runs(study)
+    if not runs:
+        raise UserError(f"study {study!r} in {store.path} has no finished run yet: run it first")
+    rows = summarise(spec, runs)
+    comps = compare(rows, spec["rounds"])
+    meta = runs[0]
+    blocks = [("h1", f"digitpairs study `{study}`"),
+              ("p", (f"{len(runs)} runs of {len(rows)} variants over {spec['rounds']} rounds, store `{store.path}`, "
+                     f"digitpairs {meta['package_version']}, torch {meta['torch_version']}.")),
+              ("h2", "Test accuracy over rounds"), accuracy_table(spec, rows, out),
+              ("p", ("Each round draws fresh pairs and a fresh initialisation from its seed (base seed + round); "
+                     "within a round every variant trains on the same pairs. SD: sample standard deviation over "
+                     "rounds; 95% CI: t-interval for the mean."))]
+    blocks += explain.rounds_blocks(rows, out)
+    blocks += comparison_blocks(rows, comps)
+    blocks += verdicts.blocks(spec.get("claims"), rows, comps)
+    blocks += explain.answer_blocks(rows, answers.load(store.db, study), out)
+    blocks += figure_blocks(store, study, rows, out)
+    blocks += sweep_blocks(spec, rows, out)
+    blocks += provenance_blocks(runs)
+    blocks += [("h2", "Config"), ("code", json.dumps(spec, indent=1, sort_keys=True))]
+    return blocks
 
 
 def write_report(store: Store, study: str | None, out: Path) -> Path:
@@ -312,8 +312,17 @@ def write_report(store: Store, study: str | None, out: Path) -> Path:
     if not studies:
         raise UserError(f"the store {store.path} holds no study yet: run `digitpairs reproduce` first")
     study = study or studies[-1]
+    store.study_config(study)  # an unknown study is refused before any folder is made
     out = writable_dir(out)
-    blocks = blocks_for(study, store, out)
-    (out / "report.md").write_text(render_md(blocks))
-    (out / "report.html").write_text(render_html(blocks, out))
+    # built in a folder of this process's own, then each file renamed into place: two processes that finish one
+    # shared study at once each write a whole report, and a reader never sees a half-written file
+    work = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        blocks = blocks_for(study, store, work)
+        (work / "report.md").write_text(render_md(blocks))
+        (work / "report.html").write_text(render_html(blocks, work))
+        for f in sorted(work.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out / "report.md"

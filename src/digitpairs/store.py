@@ -1,28 +1,33 @@
-"""The results store: one SQLite file, written in transactions (WAL), read by every report.
+"""The results store: one SQLite file, written in short transactions (WAL), read by every report.
 
 Every run is one row, inserted once with its curves in the same transaction and never edited: an interrupted
-study loses at most the runs in progress, and the same command again skips what is done.
+study loses at most the runs in progress, and the same command again skips what is done. Several processes may
+share one store: creating it, recording a study and claiming work (digitpairs.claims) each take the write lock
+for one short transaction (BEGIN IMMEDIATE), so that no two of them see the same state and act on it.
 """
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from digitpairs import UserError, __version__
-from digitpairs.config import Arch, Config
+from digitpairs import UserError
+from digitpairs.config import Arch, Config, current_arch
+from digitpairs.provenance import code_version
 from digitpairs.train import RunResult
 
-FORMAT = "digitpairs-store-1"
+FORMAT = "digitpairs-store-1"  # columns added since (ALTER TABLE on open) keep stores of this format readable
 SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE studies (
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
     study TEXT PRIMARY KEY,
-    config TEXT NOT NULL,            -- the study's spec as JSON: its variants and their resolved configs
+    config TEXT NOT NULL,            -- the study's spec as JSON: its rounds, its variants, their resolved configs
+    --                                  and rounds per group (group_rounds, fixed when the variant is first stored)
     created TEXT NOT NULL DEFAULT (datetime('now'))
 );
-CREATE TABLE runs (
+CREATE TABLE IF NOT EXISTS runs (
     study TEXT NOT NULL REFERENCES studies(study),
     arch TEXT NOT NULL,              -- the variant: a registered name, or name[overrides]
     round INTEGER NOT NULL,
@@ -38,7 +43,7 @@ CREATE TABLE runs (
     finished TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (study, arch, round)
 );
-CREATE TABLE curves (
+CREATE TABLE IF NOT EXISTS curves (
     study TEXT NOT NULL, arch TEXT NOT NULL, round INTEGER NOT NULL, epoch INTEGER NOT NULL,
     train_cmp REAL NOT NULL,         -- training L_cmp, without the auxiliary term
     train_loss REAL NOT NULL,        -- the training objective
@@ -47,7 +52,22 @@ CREATE TABLE curves (
     PRIMARY KEY (study, arch, round, epoch),
     FOREIGN KEY (study, arch, round) REFERENCES runs(study, arch, round)
 );
+CREATE TABLE IF NOT EXISTS claims (  -- the groups of rounds a process is training now (digitpairs.claims)
+    study TEXT NOT NULL, arch TEXT NOT NULL,
+    round INTEGER NOT NULL,          -- the group's first round
+    host TEXT NOT NULL, pid INTEGER NOT NULL,
+    started REAL NOT NULL,           -- Unix time
+    heartbeat REAL NOT NULL,         -- Unix time, renewed while the process lives
+    PRIMARY KEY (study, arch, round)
+)
 """
+# columns added after the first stores were written: NULL in the rows of older code
+NEW_COLUMNS = {"test_correct": "INTEGER",  # test pairs answered correctly (test_acc = test_correct / n_test)
+               "code_hash": "TEXT",  # sha256 of the package's source files, first 12 hex (digitpairs.provenance)
+               "git_commit": "TEXT",  # the checkout's commit, NULL outside a git checkout
+               "device": "TEXT"}  # the CPU's model name or the GPU's name
+RUN_COLUMNS = ("study", "arch", "round", "seed", "config", "test_acc", "val_acc", "n_params", "wall_s", "batch",
+               "torch_version", "package_version", *NEW_COLUMNS)
 
 
 def differences(old, new, path: str = "") -> list[str]:
@@ -60,6 +80,15 @@ def differences(old, new, path: str = "") -> list[str]:
     return [] if old == new else [f"{path.rstrip('.')} {old} -> {new}"]
 
 
+def identity(variant: dict) -> dict:
+    """A variant's spec without what may change between runs of one study: its group size (kept as stored) and
+    config.device (a run option: a study may be resumed on another device)."""
+    out = {k: v for k, v in variant.items() if k != "group_rounds"}
+    if isinstance(out.get("config"), dict):
+        out["config"] = {k: v for k, v in out["config"].items() if k != "device"}
+    return out
+
+
 def growth_differences(old: dict, new: dict) -> list[str]:
     """Where a new study spec differs from the stored one, growth aside: more rounds, more variants, and Config or
     Arch fields newer than the stored spec (filled in with their defaults, which reproduce the old behaviour)."""
@@ -67,11 +96,12 @@ def growth_differences(old: dict, new: dict) -> list[str]:
                 "arch": json.loads(json.dumps(Arch("", "").to_dict()))}
 
     def filled(v: dict) -> dict:
-        return v | {key: d | v[key] for key, d in defaults.items() if isinstance(v.get(key), dict)}
+        v = v | {"arch": current_arch(v["arch"])} if isinstance(v.get("arch"), dict) else v  # aux -> objective
+        return identity(v | {key: d | v[key] for key, d in defaults.items() if isinstance(v.get(key), dict)})
 
     new_variants = {v["name"]: v for v in new.get("variants", [])}
-    diffs = differences({k: x for k, x in old.items() if k not in ("rounds", "variants")},
-                        {k: x for k, x in new.items() if k not in ("rounds", "variants")})
+    grows = ("rounds", "variants", "claims")  # claims are the report's, not what the study trained
+    diffs = differences({k: x for k, x in old.items() if k not in grows}, {k: x for k, x in new.items() if k not in grows})
     for v in old.get("variants", []):
         if v["name"] not in new_variants:
             diffs.append(f"variant {v['name']} is missing")
@@ -80,80 +110,160 @@ def growth_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
+def merged(old: dict, new: dict) -> dict:
+    """The new spec with each stored variant's group size kept (a study's grouping never changes)."""
+    stored = {v["name"]: v.get("group_rounds") for v in old.get("variants", [])}
+    return new | {"variants": [v | ({"group_rounds": stored[v["name"]]} if stored.get(v["name"]) else {})
+                               for v in new.get("variants", [])]}
+
+
 class Store:
-    def __init__(self, path: Path, create: bool = True):
-        self.path = Path(path)
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
-        if fresh and not create:
+    def __init__(self, path: Path, create: bool = True, timeout: float = 30.0):
+        """Open (create=True: or create) the store; timeout: seconds to wait for another process's write lock."""
+        self.path, self.timeout = Path(path), timeout
+        if not self.path.exists() and not create:
             raise UserError(f"no store at {self.path}: run a study first or pass --store")
-        if fresh:
+        if not self.path.exists():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise UserError(f"cannot create the store's folder {self.path.parent} ({e.strerror}): "
                                 "pass --store with a writable path") from None
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions
-            if fresh:
-                self.db.executescript(f"BEGIN; {SCHEMA} INSERT INTO meta VALUES ('format', '{FORMAT}'); COMMIT;")
-            elif self._format() != FORMAT:
-                raise sqlite3.DatabaseError("no digitpairs format marker")
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # a committed run survives power loss
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)  # explicit transactions
+        except sqlite3.Error as e:
+            raise UserError(f"cannot open the store {self.path} ({e}): pass --store with a writable path") from None
+        try:
+            self._open(create)
         except sqlite3.OperationalError as e:  # before DatabaseError, its base class
+            self.db.close()
+            if _busy(e):
+                raise self.busy() from None
             raise UserError(f"cannot open the store {self.path} ({e}): pass --store with a writable path") from None
         except sqlite3.DatabaseError as e:
+            self.db.close()
             raise UserError(f"{self.path} is not a digitpairs store ({e}): pass another --store; "
                             "the file was left untouched") from None
+
+    def _open(self, create: bool) -> None:
+        """Create the tables in an empty file, or check the format marker; then add the tables and columns newer
+        than the store. One transaction: of several processes creating one store at once, one creates the tables and
+        the others find them."""
+        if not create:  # a reader (report, export): no write, no lock taken
+            if self._format() != FORMAT:
+                raise sqlite3.DatabaseError("no digitpairs format marker")
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            empty = not self.db.execute("SELECT name FROM sqlite_master").fetchall()
+            if not empty and self._format() != FORMAT:
+                raise sqlite3.DatabaseError("no digitpairs format marker")
+            for statement in SCHEMA.split(";"):  # IF NOT EXISTS: in an older store, only the newer tables
+                self.db.execute(statement)
+            if empty:
+                self.db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+            for column, kind in NEW_COLUMNS.items():
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+        self.db.execute("PRAGMA synchronous=FULL")  # a committed run survives power loss
 
     def _format(self):
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        except sqlite3.DatabaseError:
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and _busy(e):
+                raise
             return None
         return row[0] if row else None
+
+    def busy(self) -> UserError:
+        return UserError(f"store busy, try again: {self.path} stayed locked by another process for "
+                         f"{self.timeout:g} s")
+
+    @contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error); a lock held elsewhere past the timeout: "store busy"."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self.busy() if _busy(e) else e from None
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError) and _busy(e):
+                raise self.busy() from None
+            raise
 
     def close(self):
         self.db.close()
 
-    def ensure_study(self, study: str, config: dict) -> None:
-        """Record the study's config, or check that it matches the one recorded (a study has one config).
+    def ensure_study(self, study: str, config: dict) -> dict:
+        """Record the study's spec, or check it against the stored one; return the spec as stored.
 
-        A study may grow: more rounds, more variants. What it already ran may not change."""
-        text = json.dumps(config, sort_keys=True)
-        row = self.db.execute("SELECT config FROM studies WHERE study = ?", (study,)).fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, text))
-            return
-        diffs = growth_differences(json.loads(row[0]), json.loads(text))
-        if not diffs:
-            if row[0] != text:
-                self.db.execute("UPDATE studies SET config = ? WHERE study = ?", (text, study))
-        else:
-            diff = ", ".join(diffs[:3])
-            raise UserError(f"study {study!r} in {self.path} was run with another config ({diff}): "
-                            "pass --study with a new name, or another --store")
+        A study may grow: more rounds, more variants, fields newer than its spec at their defaults. What it already
+        ran may not change, and it never shrinks: fewer rounds than stored are refused (the report would read the
+        stored rounds as missing). A variant's group_rounds is the stored one where there is one."""
+        config = json.loads(_json(config))  # as JSON reads it back: lists, not tuples
+        with self.transaction():
+            row = self.db.execute("SELECT config FROM studies WHERE study = ?", (study,)).fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, _json(config)))
+                return config
+            old = json.loads(row[0])
+            diffs = growth_differences(old, config)
+            if diffs:
+                raise UserError(f"study {study!r} in {self.path} was run with another config ({', '.join(diffs[:3])}): "
+                                "pass --study with a new name, or another --store")
+            if config.get("rounds", 0) < old.get("rounds", 0):
+                raise UserError(f"study {study!r} in {self.path} has {old['rounds']} rounds, not "
+                                f"{config.get('rounds')}: pass --rounds {old['rounds']} (or more) to complete it, or "
+                                "--study with a new name")
+            new = merged(old, config)
+            if _json(new) != row[0]:
+                self.db.execute("UPDATE studies SET config = ? WHERE study = ?", (_json(new), study))
+            return new
 
     def done(self, study: str) -> set[tuple[str, int]]:
         return set(self.db.execute("SELECT arch, round FROM runs WHERE study = ?", (study,)).fetchall())
 
-    def add_runs(self, study: str, arch: str, config: dict, results: list[RunResult]) -> None:
-        """Insert the runs and their curves in one transaction; a run already stored is kept as it is."""
-        text = json.dumps(config, sort_keys=True)
-        with self.db:  # commit, or roll back on any error
-            self.db.execute("BEGIN IMMEDIATE")
+    def add_runs(self, study: str, arch: str, config: dict, results: list[RunResult], code: dict | None = None,
+                 release: tuple[int, ...] = ()) -> list[RunResult]:
+        """Insert the runs and their curves in one transaction, and drop the claims on the groups that start at the
+        rounds in `release`; a run already stored is kept as it is. code: digitpairs.provenance.code_version() of
+        the process that trained them (default: this one's). Returns the runs inserted."""
+        text, code = _json(config), code or code_version()
+        added = []
+        with self.transaction():
             for r in results:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO runs (study, arch, round, seed, config, test_acc, val_acc, n_params, wall_s,"
-                    " batch, torch_version, package_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (study, arch, r.round, r.seed, text, r.test_acc, r.val_acc, r.n_params, r.wall_s, r.batch,
-                     torch.__version__, __version__))
+                row = (study, arch, r.round, r.seed, text, r.test_acc, r.val_acc, r.n_params, r.wall_s, r.batch,
+                       torch.__version__, code["package_version"], r.test_correct if r.n_test else None,
+                       code["code_hash"], code["git_commit"], r.device or None)
+                cur = self.db.execute(f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) "
+                                      f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", row)
                 if cur.rowcount:
+                    added.append(r)
                     self.db.executemany(
                         "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [(study, arch, r.round, c["epoch"], c["train_cmp"], c["train_loss"], c["val_acc"],
                           c["test_acc"])
                          for c in r.curves])
+            from digitpairs import answers, keep  # they import the models: not at the top of the store
+
+            keep.save(self.db, study, arch, added)  # the trained weights (unless --no-keep-models)
+            answers.save(self.db, study, arch, added)  # the last epoch's answers on the test pairs, for the report
+            self.db.executemany("DELETE FROM claims WHERE study = ? AND arch = ? AND round = ?",
+                                [(study, arch, first) for first in release])
+        return added
 
     def studies(self) -> list[str]:
         return [s for (s,) in self.db.execute("SELECT study FROM studies ORDER BY created, rowid")]
@@ -165,12 +275,22 @@ class Store:
         return json.loads(row[0])
 
     def runs(self, study: str) -> list[dict]:
+        """Every run of the study as a dict of its columns (None for the NEW_COLUMNS that an older store lacks)."""
         cur = self.db.execute("SELECT * FROM runs WHERE study = ? ORDER BY rowid", (study,))
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) | {"config": json.loads(row[cols.index("config")])} for row in cur]
+        return [dict.fromkeys(NEW_COLUMNS) | dict(zip(cols, row)) | {"config": json.loads(row[cols.index("config")])}
+                for row in cur]
 
     def curves(self, study: str) -> list[dict]:
         cur = self.db.execute("SELECT arch, round, epoch, train_cmp, train_loss, val_acc, test_acc FROM curves "
                               "WHERE study = ? ORDER BY arch, round, epoch", (study,))
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _busy(e: sqlite3.OperationalError) -> bool:
+    return "locked" in str(e) or "busy" in str(e)

@@ -1,49 +1,53 @@
-"""Running a study: the plan (variant x round) from what the store lacks, units of work, resuming.
+"""Running a study: the plan (variant x group of rounds) from what the store lacks, shared work, resuming.
 
-A unit is one variant's missing rounds (up to `batch_rounds` of them), trained by one call of the engine.
-Round r has seed `cfg.seed + r`; every variant of round r trains on the same pairs.
+The rounds of a variant train in groups, each one batched model. The group size g is fixed when the variant is
+first stored (its spec's `group_rounds`) and round r belongs to group r // g, so that a round's numbers never
+depend on how the study was interrupted, resumed, grown or shared between processes. A unit of work is one or more
+whole groups of one variant (up to `batch_rounds` rounds), trained by one call of the engine. Round r has seed
+`cfg.seed + r`; every variant of round r trains on the same pairs.
+
+Three backends train the units (in this process, in worker processes, as Ray tasks); each feeds one Driver, which
+claims units in the store (digitpairs.claims), stores their runs as they arrive and ticks the progress bar.
 """
 
 import multiprocessing as mp
 import os
-import queue
 import sys
-import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
-from multiprocessing.managers import SyncManager
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from digitpairs import UserError, mnist
+from digitpairs import UserError, claims, mnist
+from digitpairs.checkpoint import Checkpoints
 from digitpairs.models import create_model
-from digitpairs.pairs import round_for
 from digitpairs.store import Store
 from digitpairs.studyfile import Study, Variant
-from digitpairs.train import RunResult, train
+from digitpairs.train import RunResult, group_rounds
+from digitpairs.units import Unit, init, interrupts_blocked, run_unit, worker_init
+
+POLL_S = 2.0  # how often a process that waits for other processes' units looks at the store
 
 
-@dataclass(frozen=True)
-class Unit:
-    variant: Variant
-    rounds: tuple[int, ...]
+def groups_of(rounds: int, size: int) -> list[tuple[int, ...]]:
+    """The groups of a variant's rounds: round r is in group r // size (stable when a study grows its rounds)."""
+    return [tuple(range(a, min(a + size, rounds))) for a in range(0, rounds, size)]
 
 
-def plan(study: Study, done: set[tuple[str, int]], batch_rounds: int) -> list[Unit]:
-    """The units still to train, variant by variant, in round order."""
-    units = []
-    for v in study.variants:
-        todo = [r for r in range(study.rounds) if (v.name, r) not in done]
-        units += [Unit(v, tuple(todo[i:i + batch_rounds])) for i in range(0, len(todo), batch_rounds)]
-    return units
+def plan(study: Study, sizes: dict[str, int], done: set[tuple[str, int]]) -> list[tuple[Variant, tuple[int, ...]]]:
+    """The groups that lack a run, variant by variant in round order. A group trains whole even where some of its
+    rounds are stored (the last group of a study that grew), so that its new rounds get an uninterrupted run's
+    numbers; the stored ones are kept as they are."""
+    return [(v, g) for v in study.variants for g in groups_of(study.rounds, sizes[v.name])
+            if any((v.name, r) not in done for r in g)]
 
 
-def cost(unit: Unit) -> float:
-    """The unit's training work in FLOPs (forward, per pair, times pairs, epochs, rounds and members)."""
-    c = unit.variant.cfg
-    return create_model(unit.variant.arch, c).flops_per_pair() * c.n_pairs * c.epochs * c.members * len(unit.rounds)
+def cost(v: Variant) -> float:
+    """A round's training work in FLOPs (forward, per pair, times pairs, epochs and members)."""
+    c = v.cfg
+    return create_model(v.arch, c).flops_per_pair() * c.n_pairs * c.epochs * c.members
 
 
 def run_config(v: Variant) -> dict:
@@ -51,174 +55,172 @@ def run_config(v: Variant) -> dict:
     return {"config": v.cfg.to_dict(), "arch": v.arch.to_dict(), "sweep": dict(v.sweep)}
 
 
-# --- the work itself: the same code in the driver (workers=1) and in worker processes ---
-_DATA: dict = {}  # per process: the MNIST arrays and the progress queue
+class Driver:
+    """The one place every backend feeds: it claims units in the store, stores their runs, ticks the progress."""
 
+    def __init__(self, study: Study, spec: dict, store: Store, batch_rounds: int, by_cost: bool,
+                 checkpoint_every: int = 1, keep_models: bool = True):
+        self.study, self.store, self.name = study, store, study.name
+        self.checkpoint_every, self.keep_models = checkpoint_every, keep_models
+        self.sizes = {v["name"]: v["group_rounds"] for v in spec["variants"]}
+        self.per_unit = {v: max(1, batch_rounds // g) for v, g in self.sizes.items()}  # groups per unit
+        self.order = plan(study, self.sizes, store.done(self.name))  # the order units take groups in
+        if by_cost:  # longest first, so that no long unit is left to run alone at the end (sort is stable)
+            costs = {v.name: cost(v) for v in study.variants}
+            self.order.sort(key=lambda vg: costs[vg[0].name], reverse=True)
+        self.unseen = {(v.name, g[0]): len(g) * v.cfg.epochs for v, g in self.order}  # epochs not yet on the bar
+        self.trained, self.waiting, self.bar, self.heartbeat = 0, False, None, None
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: end this process when the driver dies, so that `kill -9` of the driver leaves no worker computing."""
-    try:
-        import ctypes
-        import signal
+    def start(self) -> None:
+        """The progress bar, and the heartbeat of the claims to come."""
+        done = self.store.done(self.name)
+        missing = sum((v.name, r) not in done for v in self.study.variants for r in range(self.study.rounds))
+        self.bar = tqdm(total=sum(self.unseen.values()), unit="epoch", desc=f"{self.name}: {missing} runs",
+                        leave=True, dynamic_ncols=True, smoothing=0.05,
+                        mininterval=0.1 if sys.stderr.isatty() else 30)
+        self.heartbeat = claims.Heartbeat(self.store.path, self.name)
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: workers end when they next talk to the dead driver
-        return
-    if os.getppid() != parent:  # the driver died before the line above
-        os._exit(1)
+    def n_units(self) -> int:
+        """Units left at the start (at most: other processes may take some)."""
+        count = {}
+        for v, _ in self.order:
+            count[v.name] = count.get(v.name, 0) + 1
+        return sum(-(-n // self.per_unit[name]) for name, n in count.items())
 
+    def take(self, block: bool) -> Unit | None:
+        """Claim the next unit: the first unclaimed group that lacks runs, and the unclaimed ones after it of its
+        variant, up to batch_rounds rounds. None: none left; or, unless `block`, none to claim now. `block` waits
+        while every group left is claimed by another process, and takes over a claim whose holder died."""
+        while True:
+            with self.store.transaction() as db:
+                done = self.store.done(self.name)
+                busy = claims.held(db, self.name)
+                left = [(v, g) for v, g in self.order if any((v.name, r) not in done for r in g)]
+                free = [(v, g) for v, g in left if (v.name, g[0]) not in busy]
+                unit = None
+                if free:
+                    v = free[0][0]
+                    unit = Unit(v, tuple(g for w, g in free if w is v)[:self.per_unit[v.name]], self.checkpoints(v))
+                    claims.claim(db, self.name, v.name, [g[0] for g in unit.groups])
+            self._seen({(v.name, g[0]) for v, g in left})
+            if unit is not None or not left or not block:
+                self.waiting = self.waiting and unit is None
+                return unit
+            if not self.waiting:
+                runs = sum((v.name, r) not in done for v, g in left for r in g)
+                self.bar.write(f"waiting for {runs} runs that other processes are training ({claims.holders(busy)})")
+                self.waiting = True
+            time.sleep(POLL_S)
 
-def _init(data_dir, threads: int, progress, parent: int | None = None, arrays: dict | None = None) -> None:
-    """A process's set-up before its units: MNIST from the verified cache, or the arrays given (Ray)."""
-    if parent is not None:
-        _die_with_parent(parent)
-    torch.set_num_threads(threads)
-    _DATA.clear()
-    _DATA["mnist"] = arrays if arrays is not None else mnist.load(data_dir, log=lambda *a: None)
-    _DATA["progress"] = progress
+    def checkpoints(self, v: Variant) -> Checkpoints | None:
+        """A variant's checkpoint folder, beside the store: checkpoints/STUDY/VARIANT/group-R.pt."""
+        if not self.checkpoint_every:
+            return None
+        folder = self.store.path.resolve().parent / "checkpoints" / self.name / v.name  # absolute: Ray nodes too
+        return Checkpoints(folder, self.checkpoint_every)
 
+    def _seen(self, left: set[tuple[str, int]]) -> None:
+        """Groups that other processes finished: their epochs onto the bar."""
+        for key in [k for k in self.unseen if k not in left]:
+            self.tick(self.unseen.pop(key))
 
-def run_unit(unit: Unit) -> list[RunResult]:
-    progress = _DATA.get("progress")
-    tick = progress.put if progress is not None else None  # n rounds finished an epoch
-    v = unit.variant
-    # rounds drawn again for each unit (tens of ms; keeping them would cost memory per worker)
-    return train(v.arch, v.cfg, (round_for(_DATA["mnist"], v.cfg, r) for r in unit.rounds), list(unit.rounds),
-                 [v.cfg.seed + r for r in unit.rounds], on_epoch=tick)
+    def tick(self, epochs: int) -> None:
+        if epochs:
+            self.bar.update(epochs)
+
+    def finished(self, unit: Unit, code: dict, results: list[RunResult]) -> None:
+        """Store a unit's runs (those another process has not stored first) and drop its claims."""
+        v = unit.variant
+        if not self.keep_models:
+            for r in results:
+                r.state = None
+        added = self.store.add_runs(self.name, v.name, run_config(v), results, code, tuple(g[0] for g in unit.groups))
+        for g in unit.groups:
+            self.unseen.pop((v.name, g[0]), None)
+            if unit.checkpoints is not None:  # its runs are stored: the group's checkpoint has done its work
+                unit.checkpoints.remove(list(g))
+        self.trained += len(added)
+        for r in added:
+            self.bar.write(f"{v.name:<28} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
+
+    def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+            claims.release_all(self.store.path, self.name)
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 1, threads: int | None = None,
-              batch_rounds: int = 10, log=print, backend: str = "local", address: str | None = None) -> int:
-    """Train what the store lacks; return the number of runs trained now.
+              batch_rounds: int = 10, log=print, backend: str = "local", address: str | None = None,
+              checkpoint_every: int = 1, keep_models: bool = True) -> int:
+    """Train what the store lacks, sharing the work with any other process on the same study; return the number of
+    runs this process stored.
 
-    backend "local": `workers` processes on this machine. "ray": each unit is a Ray task on the cluster at
-    `address` (None: a Ray instance started here); the driver writes every result into the store."""
-    store.ensure_study(study.name, study.spec())
-    units = plan(study, store.done(study.name), batch_rounds)
-    n_runs = sum(len(u.rounds) for u in units)
-    if not units:
-        log(f"study {study.name!r}: all {len(study.variants) * study.rounds} runs are already in {store.path}")
-        return 0
-    if workers > 1 or backend == "ray":  # longest first, so that no long unit is left to run alone at the end
-        units.sort(key=cost, reverse=True)
-    mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
-    workers = min(workers, len(units))
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    epochs = sum(len(u.rounds) * u.variant.cfg.epochs for u in units)
-    bar = tqdm(total=epochs, unit="epoch", desc=f"{study.name}: {n_runs} runs", leave=True, dynamic_ncols=True,
-               smoothing=0.05, mininterval=0.1 if sys.stderr.isatty() else 30)
-
-    def finished(unit: Unit, results: list[RunResult]) -> None:
-        store.add_runs(study.name, unit.variant.name, run_config(unit.variant), results)
-        for r in results:
-            bar.write(f"{unit.variant.name:<28} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
-
-    if backend == "ray":
-        try:
-            _run_ray(units, data_dir, threads or 1, address, finished, bar)
-        finally:
-            bar.close()
-        return n_runs
-    if workers == 1:
-        _init(data_dir, threads, _Ticker(bar))
-        try:
-            for unit in units:
-                finished(unit, run_unit(unit))
-        finally:
-            bar.close()
-        return n_runs
-    ctx = mp.get_context("spawn")
-    manager = SyncManager(ctx=ctx)
-    manager.start(_die_with_parent, (os.getpid(),))
-    with manager:
-        progress = manager.Queue()
-        stop = threading.Event()
-        pump = threading.Thread(target=_pump, args=(progress, bar, stop), daemon=True)
-        pump.start()
-        try:
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                     initargs=(data_dir, threads, progress, os.getpid())) as pool:
-                pending = {pool.submit(run_unit, u): u for u in units}
-                while pending:
-                    ready, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in ready:
-                        finished(pending.pop(fut), fut.result())
-        finally:
-            stop.set()
-            pump.join()
-            bar.close()
-    return n_runs
-
-
-class _Ticker:
-    """A stand-in for the progress queue in the driver's own process."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def put(self, n):
-        self.bar.update(n)
-
-
-def _pump(progress, bar, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            bar.update(progress.get(timeout=0.2))
-        except queue.Empty:
-            pass
-        except (EOFError, OSError):  # the manager went away
-            return
-
-
-# --- the Ray backend: imported only when asked for (the extra digitpairs[ray]) ---
-RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the driver resubmits, not Ray)
-
-
-def _ray_unit(unit: Unit, arrays: dict, threads: int) -> list[RunResult]:
-    """A unit on a Ray worker: MNIST comes from the driver's verified copy through the object store."""
-    _init(None, threads, None, arrays=arrays)
-    return run_unit(unit)
-
-
-def _run_ray(units: list[Unit], data_dir, threads: int, address: str | None, finished, bar) -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting unless the user turned it on
-    if not address:  # a Ray instance of this command's own: single-node, on loopback only (read when Ray loads)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    backend "local": `workers` processes on this machine, each with `threads` torch threads (default: cores /
+    workers). "ray": each unit a Ray task of `threads` CPUs (default 1) on the cluster at `address` (None: a Ray
+    instance started here). Every result is written into the store by this process as it arrives."""
+    spec = study.spec()
+    for entry, v in zip(spec["variants"], study.variants):
+        entry["group_rounds"] = group_rounds(v.cfg)  # kept only where the store has none for the variant
+    spec = store.ensure_study(study.name, spec)
+    drv = Driver(study, spec, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
+                 checkpoint_every=checkpoint_every, keep_models=keep_models)
     try:
-        import ray
-        from ray.exceptions import RayError, RayTaskError
-    except ImportError:
-        raise UserError("--backend ray needs Ray: pip install 'digitpairs[ray]'") from None
-    try:
-        if address:
-            ray.init(address=address, logging_level="WARNING")
+        if not drv.order:
+            log(f"study {study.name!r}: all {len(study.variants) * study.rounds} runs are already in {store.path}")
+            return 0
+        mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
+        drv.start()
+        if backend == "ray":
+            from digitpairs.ray_backend import run_ray
+
+            run_ray(drv, data_dir, threads or 1, address)
+        elif workers == 1 or drv.n_units() == 1:
+            _run_here(drv, data_dir, threads or os.cpu_count() or 1)
         else:
-            ray.init(include_dashboard=False, logging_level="WARNING")
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot reach the Ray cluster at {address or 'a new local instance'} ({first}): start "
-                        "it with `ray start --head` or pass --address HOST:PORT") from None
-    try:
-        arrays = ray.put(mnist.load(data_dir, log=lambda *a: None))  # verified by the driver, shared by reference
-        task = ray.remote(num_cpus=threads, max_retries=0)(_ray_unit)
-        pending = {task.remote(u, arrays, threads): (u, 0) for u in units}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            unit, tries = pending.pop(ready[0])
-            try:
-                results = ray.get(ready[0])
-            except RayTaskError as e:  # the unit itself failed: the same error as on this machine
-                cause = getattr(e, "cause", None)
-                raise cause if isinstance(cause, UserError) else e
-            except RayError as e:  # lost with its node or worker: train it again
-                if tries >= RAY_RESUBMITS:
-                    raise UserError(f"{unit.variant.name} rounds {list(unit.rounds)} were lost {tries + 1} times "
-                                    f"on the Ray cluster ({type(e).__name__}): check the cluster, then run the "
-                                    "same command to resume") from None
-                bar.write(f"{unit.variant.name} rounds {list(unit.rounds)}: lost ({type(e).__name__}), resubmitted")
-                pending[task.remote(unit, arrays, threads)] = (unit, tries + 1)
-                continue
-            finished(unit, results)
-            bar.update(unit.variant.cfg.epochs * len(unit.rounds))
+            workers = min(workers, drv.n_units())
+            _run_pool(drv, data_dir, workers, threads or max(1, (os.cpu_count() or 1) // workers))
     finally:
-        ray.shutdown()
+        drv.close()
+    return drv.trained
+
+
+def _run_here(drv: Driver, data_dir, threads: int) -> None:
+    """The in-process backend: one unit after another."""
+    init(data_dir, threads, drv.tick)
+    while (unit := drv.take(block=True)) is not None:
+        drv.finished(unit, *run_unit(unit))
+
+
+# --- worker processes on this machine ---
+def _run_pool(drv: Driver, data_dir, workers: int, threads: int, work=run_unit) -> None:
+    """Worker processes: at most `workers` units in flight, each claimed just before it is submitted. On any
+    exception (an interrupt, a failed unit) the workers are killed at once: what they were training is lost, what
+    arrived is stored. work(unit) -> (code, results) runs in the workers (a module-level function)."""
+    ctx = mp.get_context("spawn")
+    counter, lock = ctx.RawValue("q", 0), ctx.Lock()  # epochs finished by every worker together
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init,
+                               initargs=(data_dir, threads, counter, lock, os.getpid()))
+    pending, shown = {}, 0
+    try:
+        while True:
+            while len(pending) < workers and (unit := drv.take(block=not pending)) is not None:
+                with interrupts_blocked():
+                    pending[pool.submit(work, unit)] = unit
+            if not pending:
+                break
+            ready, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            drv.tick(counter.value - shown)
+            shown = counter.value
+            for fut in sorted(ready, key=lambda f: f.exception() is not None):  # what succeeded is stored first
+                drv.finished(pending.pop(fut), *fut.result())
+    except BaseException as e:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in mp.active_children():
+            p.kill()
+        if isinstance(e, BrokenProcessPool):
+            raise UserError("a worker process died (out of memory? killed?): finished runs are in the store; "
+                            "run the same command to resume, with fewer --workers") from None
+        raise
+    pool.shutdown()

@@ -8,27 +8,41 @@
     n_val = 200
     [sweep]                        # every architecture x every value (Config fields or Arch flags)
     alpha = [0, 0.5, 1]
+    [[claims]]                     # optional: claims the report checks on this study's rounds (verdicts.py)
+    better = "siamese_ws_aux"
+    worse = "siamese_ws"
+    text = "The auxiliary loss improves the weight-shared net."
 
-Every key and value is checked; a mistake is one line naming the file and the key.
+Arch flags: share, bn, dropout, head (how the answer is made: mlp, logic, prob) and objective (what the network
+learns from: comparison, comparison+digits, digits); a pair of head and objective that cannot learn its answer is
+refused (config.Arch.validate).
+
+Every key and value is checked before any training; a mistake is one line naming the file and the key. Study and
+variant names become folder names: letters, digits and `_ - . , = + [ ]`, not starting with a dot (check_name).
 """
 
 import dataclasses
 import itertools
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from digitpairs import UserError
-from digitpairs.config import Arch, Config
+from digitpairs import UserError, verdicts
+from digitpairs.config import HEADS, MAX_ROUNDS, OBJECTIVES, Arch, Config
 from digitpairs.config import quick as quick_preset
-from digitpairs.models import get_arch, own_settings
+from digitpairs.models import ARCHS, get_arch, own_settings
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-ARCH_FLAGS = {"share": bool, "aux": bool, "bn": bool, "dropout": bool, "head": str}
-HEADS = ("mlp", "logic", "prob")
-TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select"}
+ARCH_FLAGS = {"share": bool, "objective": str, "bn": bool, "dropout": bool, "head": str}
+CHOICES = {"head": HEADS, "objective": OBJECTIVES}  # the Arch flags that take one of a few words
+TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select", "claims"}
 ARCH_KEYS = {"name", "variant", "label"} | set(ARCH_FLAGS) | set(CONFIG_FIELDS)
+NAME = re.compile(r"[A-Za-z0-9_\-.,=+\[\]]+")  # study and variant names: safe as a folder's name on every system
+MAX_NAME = 100
+MAX_VARIANTS = 1000  # archs x sweep points: a sweep that multiplies beyond this is a mistake, not a study
 
 
 @dataclass(frozen=True)
@@ -47,12 +61,15 @@ class Study:
     rounds: int
     variants: tuple[Variant, ...]
     select: str | None = None  # "val": sweeps choose by validation accuracy
+    claims: tuple[dict, ...] = ()  # what the report checks on the study's rounds (verdicts.py)
 
     def spec(self) -> dict:
-        """What identifies the study in the store: its variants and their configs."""
+        """What identifies the study in the store: its variants and their configs; and its claims, where it has
+        any (they are read by the report, not part of what was trained)."""
         return {"rounds": self.rounds, "select": self.select,
                 "variants": [{"name": v.name, "base": v.base, "sweep": dict(v.sweep), "arch": v.arch.to_dict(),
-                              "config": v.cfg.to_dict()} for v in self.variants]}
+                              "config": v.cfg.to_dict()} for v in self.variants]} | (
+            {"claims": list(self.claims)} if self.claims else {})
 
 
 def shipped(name: str) -> Path:
@@ -60,8 +77,23 @@ def shipped(name: str) -> Path:
     return Path(str(resources.files("digitpairs") / "studies" / f"{name}.toml"))
 
 
+def safe_name(name) -> bool:
+    """Whether name is safe as a study or variant name (it becomes a folder's name): letters, digits and
+    `_ - . , = + [ ]`, so no path separator; not starting with a dot; at most MAX_NAME characters."""
+    return isinstance(name, str) and bool(NAME.fullmatch(name)) and not name.startswith(".") and len(name) <= MAX_NAME
+
+
+def check_name(name, where: str) -> str:
+    """name, if safe_name(name); else a UserError that says what a name may hold."""
+    if not safe_name(name):
+        raise UserError(f"{where}: {name!r} is not a valid name: use letters, digits and _ - . , = + [ ] only, at most "
+                        f"{MAX_NAME}, not starting with a dot")
+    return name
+
+
 def _value(where: str, key: str, value, expected):
-    """Check (and coerce int -> float) a value against the type of its field."""
+    """Check (and coerce int -> float, list -> tuple) a value against the type of its field; Config.validate checks
+    its range and the elements of a tuple."""
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is tuple and isinstance(value, list):
@@ -79,88 +111,147 @@ def _field_type(key: str) -> type:
 
 
 def _unknown(where: str, keys, known) -> None:
+    if "aux" in keys and "objective" in known:  # the flag's name before objective
+        raise UserError(f"{where}: aux is now objective: write objective = \"comparison+digits\" for aux = true "
+                        "(L_cmp + alpha * L_digits), \"comparison\" for aux = false")
     for key in keys:
         if key not in known:
             raise UserError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
 
 def _fmt(v) -> str:
+    if isinstance(v, tuple | list):  # channels: "16x32", a name without spaces
+        return "x".join(_fmt(x) for x in v)
     return f"{v:g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
+def _suffix(changes: dict) -> str:
+    return ",".join(f"{k}={_fmt(v)}" for k, v in changes.items())
+
+
 def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = None) -> Study:
-    """A Study from a parsed study file. A variant's config is, each layer over the one before: Config's defaults,
-    the file's [config], the architecture's own settings (Arch.extra), the quick preset if asked, `overrides`
-    (Config fields from the command line), and last the variant's own settings and sweep values."""
+    """A Study from a parsed study file (`where` names it in messages); every key and value is checked here, before
+    any training. `overrides` are Config fields from the command line; see resolve_config for the layers."""
     _unknown(where, spec, TOP_KEYS)
-    name = _value(where, "name", spec.get("name", Path(where).stem), str)
+    name = spec.get("name", Path(where).stem)
+    if "name" in spec:
+        check_name(_value(where, "name", name, str), f"{where}: name")
+    elif not safe_name(name):
+        raise UserError(f"{where}: the file's name {name!r} is no valid study name (letters, digits and _ - . , = + [ ] "
+                        "only): set name = \"...\" in the file, or rename it")
     rounds = _value(where, "rounds", spec.get("rounds", 10), int)
-    if rounds <= 0:
-        raise UserError(f"{where}: rounds must be positive, not {rounds}")
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise UserError(f"{where}: rounds must be in [1, {MAX_ROUNDS}], not {rounds}")
     select = spec.get("select")
     if select not in (None, "val"):
         raise UserError(f"{where}: select must be \"val\", not {select!r}")
-    config = spec.get("config", {})
+    file_cfg = _file_config(spec.get("config", {}), where, quick, overrides or {})
+    sweep = _sweep(spec.get("sweep", {}), where)
+    archs = spec.get("archs")
+    if not isinstance(archs, list) or not archs:
+        raise UserError(f"{where}: archs must be a non-empty list of architecture names or tables")
+    n = len(archs) * math.prod(len(vs) for vs in sweep.values())
+    if n > MAX_VARIANTS:
+        raise UserError(f"{where}: archs x [sweep] make {n} variants, more than {MAX_VARIANTS}: split the study")
+    variants = [v for entry in archs for v in _variants(entry, where, file_cfg, sweep, quick, overrides or {})]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: two archs entries make the same variant; give one a `variant` name")
+    claims = verdicts.parse(spec.get("claims", []), where, set(names) | set(ARCHS))
+    return Study(name, rounds, tuple(variants), select, tuple(claims))
+
+
+def _file_config(config, where: str, quick: bool, overrides: dict) -> Config:
+    """The file's [config] over Config's defaults, checked, and checked again under --quick and the command line."""
     if not isinstance(config, dict):
         raise UserError(f"{where}: [config] must be a table")
     _unknown(f"{where} [config]", config, CONFIG_FIELDS)
     values = {k: _value(f"{where} [config]", k, v, _field_type(k)) for k, v in config.items()}
-    overrides = overrides or {}
     try:
         file_cfg = Config().replace(**values)
-        cfg = (quick_preset(file_cfg) if quick else file_cfg).replace(**overrides)  # checked here, used below
     except UserError as e:
         raise UserError(f"{where} [config]: {e}") from None
-    sweep = spec.get("sweep", {})
+    (quick_preset(file_cfg) if quick else file_cfg).replace(**overrides)  # the command line's values, checked
+    return file_cfg
+
+
+def _sweep(sweep, where: str) -> dict[str, list]:
+    """{key: values} of the [sweep] table, each value checked against its field's type."""
     if not isinstance(sweep, dict):
         raise UserError(f"{where}: [sweep] must be a table")
     _unknown(f"{where} [sweep]", sweep, set(CONFIG_FIELDS) | set(ARCH_FLAGS))
+    if "device" in sweep:
+        raise UserError(f"{where} [sweep]: device says where a study runs, not what it trains: pass --device")
+    out = {}
     for k, vs in sweep.items():
         if not isinstance(vs, list) or not vs:
             raise UserError(f"{where} [sweep]: {k} must be a non-empty list of values")
-        sweep[k] = [_value(f"{where} [sweep]", k, v, _field_type(k)) for v in vs]
-    archs = spec.get("archs")
-    if not isinstance(archs, list) or not archs:
-        raise UserError(f"{where}: archs must be a non-empty list of architecture names or tables")
-    variants = []
-    for entry in archs:
-        entry = {"name": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise UserError(f"{where}: each entry of archs is a name or a table with a name, not {entry!r}")
-        _unknown(f"{where} archs.{entry['name']}", entry, ARCH_KEYS)
+        out[k] = [_value(f"{where} [sweep]", k, v, _field_type(k)) for v in vs]
+        twice = [v for v in out[k] if out[k].count(v) > 1]
+        if twice:
+            raise UserError(f"{where} [sweep]: {k} lists {twice[0]!r} twice")
+        if k in CHOICES and not set(out[k]) <= set(CHOICES[k]):
+            raise UserError(f"{where} [sweep]: {k} must be one of {', '.join(CHOICES[k])}, not {out[k]!r}")
+    return out
+
+
+def _variants(entry, where: str, file_cfg: Config, sweep: dict, quick: bool, overrides: dict) -> list[Variant]:
+    """The variants of one archs entry: one per point of the sweep."""
+    entry = {"name": entry} if isinstance(entry, str) else entry
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise UserError(f"{where}: each entry of archs is a name or a table with a name, not {entry!r}")
+    here = f"{where} archs.{entry['name']}"
+    _unknown(here, entry, ARCH_KEYS)
+    try:
+        base = get_arch(entry["name"])
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    variant = check_name(entry["variant"], f"{here}: variant") if "variant" in entry else None
+    label = entry.get("label")
+    if label is not None and (not isinstance(label, str) or not label.isprintable() or not 0 < len(label) <= 100):
+        raise UserError(f"{here}: label must be one printable line of 1-100 characters, not {label!r}")
+    own = {k: _value(here, k, v, _field_type(k)) for k, v in entry.items() if k not in ("name", "variant", "label")}
+    for k, choices in CHOICES.items():
+        if k in own and own[k] not in choices:
+            raise UserError(f"{here}: {k} must be one of {', '.join(choices)}, not {own[k]!r}")
+    out = []
+    for combo in itertools.product(*sweep.values()):
+        point = dict(zip(sweep, combo))
+        changes = own | point
+        vname = variant_name(base.name, variant, changes, point)
+        flags = {k: v for k, v in changes.items() if k in ARCH_FLAGS}
+        fields = {k: v for k, v in changes.items() if k in CONFIG_FIELDS}
+        arch = dataclasses.replace(base, name=vname, extra={}, **flags,  # extra is in the variant's config
+                                   label=label or (f"{base.label} ({_suffix(changes)})" if changes else base.label))
+        if changes:  # the report's figures are for the architecture as the report ran it
+            arch = dataclasses.replace(arch, report=None)
         try:
-            base_arch = get_arch(entry["name"])
+            arch.validate()
+            vcfg = resolve_config(base, file_cfg, fields, quick, overrides)
         except UserError as e:
-            raise UserError(f"{where}: {e}") from None
-        own = {k: _value(f"{where} archs.{entry['name']}", k, v, _field_type(k))
-               for k, v in entry.items() if k not in ("name", "variant", "label")}
-        for k, v in list(own.items()) + [(k, v) for k, vs in sweep.items() for v in vs]:
-            if k == "head" and v not in HEADS:
-                raise UserError(f"{where}: head must be one of {', '.join(HEADS)}, not {v!r}")
-        for combo in itertools.product(*sweep.values()):
-            point = dict(zip(sweep, combo))
-            changes = own | point
-            suffix = ",".join(f"{k}={_fmt(v)}" for k, v in changes.items())
-            vname = entry.get("variant") or (f"{base_arch.name}[{suffix}]" if suffix else base_arch.name)
-            if entry.get("variant") and point:
-                vname += "[" + ",".join(f"{k}={_fmt(v)}" for k, v in point.items()) + "]"
-            label = entry.get("label") or (f"{base_arch.label} ({suffix})" if suffix else base_arch.label)
-            flags = {k: v for k, v in changes.items() if k in ARCH_FLAGS}
-            fields = {k: v for k, v in changes.items() if k in CONFIG_FIELDS}
-            arch = dataclasses.replace(base_arch, name=vname, label=label, extra={}, **flags)  # extra is in vcfg
-            if changes:  # the report's figures are for the architecture as the report ran it
-                arch = dataclasses.replace(arch, report=None)
-            try:
-                size = fields.get("size", cfg.size)
-                vcfg = file_cfg.replace(**own_settings(base_arch, size))
-                vcfg = (quick_preset(vcfg) if quick else vcfg).replace(**overrides).replace(**fields)
-            except UserError as e:
-                raise UserError(f"{where} archs.{entry['name']}: {e}") from None
-            variants.append(Variant(vname, base_arch.name, arch, vcfg, tuple(point.items())))
-    names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        raise UserError(f"{where}: two archs entries make the same variant; give one a `variant` name")
-    return Study(name, rounds, tuple(variants), select)
+            raise UserError(f"{here}: {e}") from None
+        out.append(Variant(vname, base.name, arch, vcfg, tuple(point.items())))
+    return out
+
+
+def variant_name(base: str, variant: str | None, changes: dict, point: dict) -> str:
+    """The variant's name in the store: its `variant` name, or the architecture's with what it changes, e.g.
+    "siamese_ws_aux[lr=0.002,alpha=0.5]"; a named variant gains its sweep point, e.g. "ws_drop[alpha=0.5]"."""
+    if variant:
+        name = variant + (f"[{_suffix(point)}]" if point else "")
+    else:
+        name = f"{base}[{_suffix(changes)}]" if changes else base
+    return check_name(name, "variant name")  # it names folders (checkpoints) too
+
+
+def resolve_config(base: Arch, file_cfg: Config, fields: dict, quick: bool, overrides: dict) -> Config:
+    """A variant's Config, each layer over the one before: Config's defaults and the file's [config] (file_cfg), the
+    architecture's own settings (Arch.extra) at the variant's image size, the quick preset if asked, the command
+    line's `overrides`, and last the variant's own settings and sweep values (`fields`)."""
+    size = fields.get("size", overrides.get("size", file_cfg.size))
+    file_cfg.replace(size=size)  # a size it cannot run at is refused before its size-keyed settings are looked up
+    cfg = file_cfg.replace(**own_settings(base, size))
+    return (quick_preset(cfg) if quick else cfg).replace(**overrides).replace(**fields)
 
 
 def load(path: Path, quick: bool = False, overrides: dict | None = None) -> Study:

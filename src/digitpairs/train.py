@@ -1,13 +1,16 @@
 """One training loop and one evaluator for every architecture, over K members (rounds) at once.
 
 Member k's loss is the mean over its own minibatch; the members' losses are summed, so each member's gradient,
-Adam state (Adam is elementwise) and update are exactly those of a separate run.
+Adam state (Adam is elementwise) and update are those of a separate run, up to rounding: a batched convolution
+or matmul may sum in another order than a single model's, so the numbers agree to the last bits for a few steps,
+and after a whole training a round's numbers depend on the group it trained in. The groups are therefore fixed:
+round r of a study trains in group r // g, with g chosen once for the study (`group_rounds`), so reruns, resumes
+and shared studies give the same numbers.
 
-The rounds of one call train in groups, each group one batched model, trained by one of `threads` Python threads
-on one torch thread: the kernels of this small network scale poorly across threads (1.6x on 2 threads), independent
-groups do not (1.9x), and a group small enough for its activations to stay in cache runs faster per round (at 28x28
-on the development machine, 1 thread: 0.40 s per model-epoch in groups of 2-4 rounds, 0.55 in one group of 10;
-a group of one round takes a slower convolution path, 0.70).
+On the CPU a call's groups are trained by as many Python threads as it has torch threads, each on one torch thread:
+the kernels of this small network scale poorly across threads, independent groups scale like processes, and a
+group small enough for its activations to stay in cache runs faster per round (docs/benchmarks.md). On a GPU a
+group is a whole unit: the rounds' data stay on the device and one batched model trains them.
 """
 
 import itertools
@@ -21,9 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from digitpairs import UserError
+from digitpairs import device as devices
+from digitpairs.answers import per_round
+from digitpairs.checkpoint import Checkpoints
 from digitpairs.config import Arch, Config
 from digitpairs.models import PairNet, arch_config, create_model, first_map_bytes, get_arch
 from digitpairs.pairs import PairData, augment, sub_seed, target_of, view
+from digitpairs.provenance import code_version
 
 
 @dataclass
@@ -31,22 +38,29 @@ class RunResult:
     """One (architecture, round): the final test accuracy and the per-epoch curves."""
     round: int
     seed: int
-    test_acc: float
+    test_acc: float  # test_correct / n_test
     val_acc: float | None  # after the last epoch, on the held-out training pairs (None without a split)
     n_params: int
     wall_s: float  # this run's share of the wall time of the train() call (the unit) it trained in
     batch: int  # how many rounds trained together as one batched model (its group, K)
     curves: list[dict] = field(default_factory=list)  # per epoch: epoch, train_cmp, train_loss, val_acc, test_acc
+    test_correct: int = 0  # test pairs answered correctly after the last epoch
+    n_test: int = 0
+    device: str = ""  # the CPU's model name or the GPU's name
+    norm: tuple[float, float] | None = None  # the training pairs' (mean, SD) the images were normalised with
+    state: dict | None = field(default=None, repr=False)  # the trained weights (PairNet with k = members), CPU
+    answers: dict | None = field(default=None, repr=False)  # every test pair's answer after the last epoch (answers.py)
 
 
 def losses(arch: Arch, cfg: Config, cmp, digits, classes):
-    """Per-member (K,) training objective and comparison loss L_cmp for a minibatch.
+    """Per-member (K,) training objective (arch.objective: L_cmp, L_cmp + alpha * L_digits, or L_digits) and
+    comparison loss L_cmp for a minibatch.
 
     cmp (K, B), digits (K, B, 2, 10), classes (K, B, 2)."""
     k = cmp.shape[0]
     l_cmp = F.binary_cross_entropy_with_logits(cmp, target_of(classes.reshape(-1, 2)).view(k, -1),
                                                reduction="none").mean(1)
-    if not arch.aux:
+    if arch.objective == "comparison":
         return l_cmp, l_cmp
     if cfg.aux_loss == "ce":
         l_digits = F.cross_entropy(digits.reshape(-1, 10), classes.reshape(-1), reduction="none",
@@ -54,118 +68,129 @@ def losses(arch: Arch, cfg: Config, cmp, digits, classes):
     else:  # "l2": mean squared error between the softmax and the one-hot class
         onehot = F.one_hot(classes, 10).to(digits.dtype)
         l_digits = (digits.softmax(-1) - onehot).pow(2).reshape(k, -1).mean(1)
-    if arch.head != "mlp":  # TransferLearn learns the digits only; the comparison is fixed logic
+    if arch.objective == "digits":  # TransferLearn: the branch learns the digits, the comparison follows from them
         return l_digits, l_cmp
     return l_cmp + cfg.alpha * l_digits, l_cmp
 
 
-EVAL_BATCH = 250  # pairs per evaluation step by default: bounds memory, does not change results
-
-
-def autocast(precision: str):
-    """bf16: convolutions and matmuls in bfloat16 (native on this kind of CPU); weights and Adam stay fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(precision: str, device: torch.device):
+    """bf16: convolutions and matmuls in bfloat16; weights, Adam, softmax and losses stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
 def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, precision: str = "fp32", members: int = 1,
-             tta: int = 1, batch: int = EVAL_BATCH):
-    """(K,) accuracy of each round on its own pairs; x (K, M, 2, S, S), classes (K, M, 2).
+             tta: int = 1, batch: int | None = None, answers: dict | None = None) -> torch.Tensor:
+    """(K,) int64 count of the pairs each round answers correctly; x (K, M, 2, S, S), classes (K, M, 2), on the
+    net's device. batch: pairs per step (default all: it bounds memory only). answers: a dict that receives, per
+    step, each pair's answer, the digits read and P(first <= second) (answers.py joins them).
 
     The net holds K * members members, a round's members next to each other; each round predicts from the
     probabilities averaged over its members and over `tta` test-time views."""
     was_training = net.training
     net.eval()
-    k = x.shape[0]
-    owner = torch.arange(k).repeat_interleave(members)  # member -> its round
-    correct = torch.zeros(k)
+    k, batch = x.shape[0], batch or x.shape[1]
+    owner = torch.arange(k, device=x.device).repeat_interleave(members)  # member -> its round
+    correct = torch.zeros(k, dtype=torch.int64, device=x.device)
     for s in range(0, x.shape[1], batch):
         xs = x[owner, s:s + batch]
         p_cmp, probs = 0, 0
         for i in range(tta):
-            with autocast(precision):
+            with autocast(precision, x.device):
                 cmp, digits = net(view(xs, i))
             p_cmp = p_cmp + torch.sigmoid(cmp.float())
             probs = probs + digits.float().softmax(-1)
         b = xs.shape[1]
         p_cmp, probs = p_cmp.view(k, members, b).mean(1) / tta, probs.view(k, members, b, 2, 10).mean(1) / tta
         truth = classes[:, s:s + batch]
-        correct += (net.predict(p_cmp, probs) == (truth[..., 0] <= truth[..., 1])).sum(1)
+        answer = net.predict(p_cmp, probs)
+        correct += (answer == (truth[..., 0] <= truth[..., 1])).sum(1)
+        if answers is not None:  # (K, b), (K, b, 2), (K, b): P(a <= b) is the mlp head's, or the digits'
+            p_le = p_cmp if net.arch.head == "mlp" else net.p_le(probs)
+            for key, t in (("answer", answer), ("read", probs.argmax(-1)), ("p_le", p_le)):
+                answers.setdefault(key, []).append(t.cpu())
     net.train(was_training)
-    return correct / x.shape[1]
+    return correct
 
 
-def stack(datas: Iterable[PairData], k: int) -> dict[str, torch.Tensor]:
-    """The rounds' tensors stacked along a new first axis (K, ...), filled one round at a time: with a generator
-    of rounds, only one round's own tensors are alive beside the stacked ones."""
-    out = {}
+def stack(datas: Iterable[PairData], k: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The rounds' tensors stacked along a new first axis (K, ...) on the device, filled one round at a time: with a
+    generator of rounds, only one round's own tensors are alive beside the stacked ones."""
+    out = {"norm": [], "test_idx": []}
     for i, d in enumerate(datas):
+        out["norm"].append((d.mean, d.std))
+        out["test_idx"].append(d.test_idx)
         for key in ("train_x", "train_classes", "test_x", "test_classes", "val_x", "val_classes"):
             t = getattr(d, key)
             if key not in out:
-                out[key] = torch.empty((k, *t.shape), dtype=t.dtype)
+                out[key] = torch.empty((k, *t.shape), dtype=t.dtype, device=device)
             out[key][i] = t
     return out
 
 
-GROUP_BYTES = 12e6  # a group's largest activation at most this (where rounds allow): it stays in cache
+GROUP_BYTES = 12e6  # on the CPU, a group's largest activation at most this (where rounds allow): it stays in cache
+GPU_GROUP = 10  # on a GPU, rounds per batched model: a whole unit of the default --batch-rounds
 
 
-def group_sizes(n_rounds: int, threads: int, round_bytes: float) -> list[int]:
-    """Sizes of the groups that n_rounds rounds train in: a multiple of `threads` groups (each thread gets as many),
-    of at most GROUP_BYTES // round_bytes rounds each, and of at least 2 rounds where the threads allow."""
-    most = max(2, int(GROUP_BYTES // round_bytes))
-    n = min(n_rounds, threads * -(-n_rounds // (threads * most)))
-    return [n_rounds // n + (g < n_rounds % n) for g in range(n)]
+def group_rounds(cfg: Config, device: str | torch.device | None = None) -> int:
+    """Rounds per group for this config on this device: at least 2 and within the cache budget on the CPU."""
+    name = str(device or cfg.device)  # not resolved for "cuda": a Ray driver without a GPU plans for its cluster's
+    if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
+        return GPU_GROUP
+    return max(2, int(GROUP_BYTES // (cfg.members * first_map_bytes(cfg))))
+
+
+def chunks(n: int, size: int) -> list[int]:
+    """Sizes of consecutive groups of at most `size` rounds covering n rounds."""
+    return [min(size, n - i) for i in range(0, n, size)]
 
 
 def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list[int], seeds: list[int],
-          on_epoch=None, channels_last: bool = True, threads: int | None = None) -> list[RunResult]:
+          on_epoch=None, channels_last: bool = True, threads: int | None = None, groups: list[int] | None = None,
+          device: str | torch.device | None = None, checkpoints: Checkpoints | None = None) -> list[RunResult]:
     """Train every round's members (one, or an ensemble of cfg.members); return one RunResult per round.
 
-    datas yields each round's PairData (a generator keeps memory low). on_epoch(n) is called whenever n rounds have
-    finished an epoch. threads: torch threads to use (default: torch.get_num_threads()), one per group trained at
-    the same time (module docstring). A round's numbers do not depend on the rounds beside it, so neither the
-    grouping nor channels_last (NHWC convolutions and pooling are much faster on CPU) changes them."""
+    datas yields each round's PairData (a generator keeps memory low). groups: sizes of the consecutive groups the
+    rounds train in, each one batched model (default: chunks of group_rounds). on_epoch(n) is called whenever n
+    rounds have finished an epoch. threads: torch threads to use on the CPU (default: torch.get_num_threads()), one
+    per group trained at the same time. device: overrides cfg.device. checkpoints: where each group saves its state
+    as it trains and resumes from (checkpoint.py)."""
     start = time.perf_counter()
     arch = get_arch(arch) if isinstance(arch, str) else arch
     cfg = arch_config(arch, cfg)  # a registered architecture's own settings (epochs, augmentation, ...)
+    dev = devices.resolve(device or cfg.device)
+    groups = groups or chunks(len(rounds), group_rounds(cfg, dev))
+    if sum(groups) != len(rounds) or min(groups) < 1:
+        raise ValueError(f"groups {groups} do not cover the {len(rounds)} rounds")
+    ends = list(itertools.accumulate(groups, initial=0))
+    jobs = [(rounds[a:b], seeds[a:b]) for a, b in itertools.pairwise(ends)]
     before = torch.get_num_threads()
-    threads = max(1, min(threads or before, len(rounds)))
+    threads = 1 if dev.type == "cuda" else max(1, min(threads or before, len(jobs)))
     datas, lock, stop = iter(datas), threading.Lock(), threading.Event()
-    groups = iter(enumerate(group_sizes(len(rounds), threads, cfg.members * first_map_bytes(cfg))))
-    taken = 0
+    todo = iter(enumerate(jobs))
 
-    def next_group():
-        """The next group (index, stacked data, rounds, seeds), or None. Groups are contiguous runs of rounds, handed
-        out in order, and stacked only when a thread takes one: only the groups in training are in memory."""
-        nonlocal taken
-        with lock:
-            i, size = next(groups, (None, 0))
-            if i is None:
-                return None
-            at, taken = taken, taken + size
-            return i, stack(itertools.islice(datas, size), size), rounds[at:at + size], seeds[at:at + size]
-
-    def locked_tick(n):
+    def tick(n):
         with lock:
             on_epoch(n)
 
-    tick = locked_tick if on_epoch is not None else None
-
     def work() -> dict[int, list[RunResult]]:
-        if threads > 1:
-            torch.set_num_threads(1)
+        """Take groups in order until none is left. A group's rounds are stacked only when a thread takes it, so
+        only the groups in training are in memory."""
+        if dev.type == "cpu":  # one torch thread per group, always: a group's numbers then do not depend on
+            torch.set_num_threads(1)  # how many threads or groups the unit had (BatchNorm's sums do otherwise)
         out = {}
-        while (group := next_group()) is not None:
-            i, *args = group
-            out[i] = _train(arch, cfg, *args, tick, channels_last, stop)
-        return out
+        while True:
+            with lock:
+                i, (rs, ss) = next(todo, (None, (None, None)))
+                if i is None:
+                    return out
+                data = stack(itertools.islice(datas, len(rs)), len(rs), dev)
+            out[i] = train_group(arch, cfg, data, rs, ss, on_epoch and tick, channels_last, stop, checkpoints)
 
-    if threads == 1:
-        done = work()
-    else:
-        try:
+    try:
+        if threads == 1:
+            done = work()
+        else:
             with ThreadPoolExecutor(threads) as pool:
                 futures = [pool.submit(work) for _ in range(threads)]
                 try:
@@ -174,13 +199,13 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
                 except BaseException:  # a group failed, or the user interrupted: the others stop at their next step
                     stop.set()
                     raise
-        finally:
-            torch.set_num_threads(before)
-        done = {i: rs for f in futures for i, rs in f.result().items()}
+            done = {i: rs for f in futures for i, rs in f.result().items()}
+    finally:
+        torch.set_num_threads(before)
     results = [r for i in sorted(done) for r in done[i]]
     wall = (time.perf_counter() - start) / len(rounds)
     for r in results:
-        r.wall_s = wall
+        r.wall_s, r.device = wall, devices.name(dev)
     return results
 
 
@@ -188,64 +213,93 @@ class _Stopped(Exception):
     """Another group of the same call failed: this one ends too."""
 
 
-def _train(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: list[int], on_epoch, channels_last: bool,
-           stop: threading.Event | None = None) -> list[RunResult]:
-    """One group: its rounds' members trained at once as one batched model; data as made by stack()."""
-    k, m = len(rounds), cfg.members
+def optimizer(net: PairNet, cfg: Config, device: torch.device) -> torch.optim.Adam:
+    """Adam; on a GPU in its fused form (one kernel for every parameter's update), on the CPU in its foreach form
+    (the same numbers as the per-parameter loop, fewer operator calls)."""
+    cuda = device.type == "cuda"
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=cuda or None, foreach=not cuda or None)
+
+
+def train_group(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: list[int], on_epoch,
+                channels_last: bool, stop: threading.Event | None = None,
+                checkpoints: Checkpoints | None = None) -> list[RunResult]:
+    """One group: its rounds' members trained at once as one batched model; data as made by stack(). With
+    checkpoints, it resumes from its last saved epoch and saves as it goes."""
+    k, m, dev = len(rounds), cfg.members, data["train_x"].device
     # member j of the round with seed s: initialisation and random stream from (s, 1 + 100 j) and (s, 2 + 100 j),
     # so member 0 is the single model of that round
     inits = [sub_seed(s, 1 + 100 * j) for s in seeds for j in range(m)]
     streams = [sub_seed(s, 2 + 100 * j) for s in seeds for j in range(m)]
-    net = create_model(arch, cfg, k * m).seed(inits, streams)
+    net = create_model(arch, cfg, k * m).seed(inits, streams).to(dev)
     for branch in net.branches:
         branch.channels_last = channels_last
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    x, classes = data["train_x"], data["train_classes"]  # (K, N, 2, S, S), (K, N, 2)
-    test_x, test_classes, val_x, val_classes = data["test_x"], data["test_classes"], data["val_x"], data["val_classes"]
-    n = x.shape[1]
-    owner = torch.arange(k).repeat_interleave(m).unsqueeze(1)  # (K*M, 1): member -> its round's data
-    steps_per_epoch = -(-n // cfg.batch_size)
+    opt = optimizer(net, cfg, dev)
+    steps_per_epoch = -(-data["train_x"].shape[1] // cfg.batch_size)
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
              if cfg.schedule == "onecycle" else None)
-    # evaluation batches within the cache budget too (at 28x28, 3 rounds: 100 pairs, 1.6x faster than 250)
-    eval_batch = max(10, int(GROUP_BYTES * cfg.batch_size // (k * m * first_map_bytes(cfg))))
-    curves: list[list[dict]] = [[] for _ in range(k)]
-    for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        order = torch.stack([torch.randperm(n, generator=g) for g in net.rngs])  # (K*M, N): each member's own order
-        sum_obj, sum_cmp, steps = torch.zeros(k * m), torch.zeros(k * m), 0
-        for s in range(0, n, cfg.batch_size):
-            if stop is not None and stop.is_set():
-                raise _Stopped
-            idx = order[:, s:s + cfg.batch_size]
-            cb = classes[owner, idx]
-            xb = augment(x[owner, idx], cfg, net.rngs)
-            with autocast(cfg.precision):
-                cmp, digits = net(xb)
-            obj, l_cmp = losses(net.arch, cfg, cmp.float(), digits.float(), cb)
-            opt.zero_grad(set_to_none=True)
-            obj.sum().backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            sum_obj += obj.detach()
-            sum_cmp += l_cmp.detach()
-            steps += 1
-        # a round's training losses: the mean over its members
-        sum_obj, sum_cmp = sum_obj.view(k, m).mean(1), sum_cmp.view(k, m).mean(1)
+    # on the CPU, evaluation batches within the cache budget too (at 28x28, 3 rounds: 100 pairs, not 250)
+    eval_batch = None if dev.type == "cuda" else max(10, int(GROUP_BYTES * cfg.batch_size
+                                                             // (k * m * first_map_bytes(cfg))))
+    key = {"arch": arch.to_dict(), "rounds": rounds, "seeds": seeds, "code": code_version()["code_hash"],
+           "config": {f: v for f, v in cfg.to_dict().items() if f != "device"}}
+    done, curves = checkpoints.load(rounds, key, net, opt, sched) if checkpoints else (0, [[] for _ in range(k)])
+    if done and on_epoch is not None:
+        on_epoch(k * done)
+    final = {}  # the last epoch's answer on every test pair (answers.py)
+    for epoch in range(done + 1, cfg.epochs + 1):
+        sum_obj, sum_cmp = train_epoch(net, opt, sched, cfg, data, stop)
         if not torch.isfinite(sum_obj).all():
             bad = [rounds[i] for i in range(k) if not torch.isfinite(sum_obj[i])]
             raise UserError(f"{arch.name} diverged (non-finite loss) in round(s) {bad} at epoch {epoch}: "
                             f"lower --lr (now {cfg.lr}) or use --precision fp32 (now {cfg.precision})")
         tta = cfg.tta if epoch == cfg.epochs else 1  # test-time views for the final numbers only: they cost
-        acc = evaluate(net, test_x, test_classes, cfg.precision, m, tta, eval_batch)
-        val = evaluate(net, val_x, val_classes, cfg.precision, m, tta, eval_batch) if val_x.shape[1] else None
-        for i in range(k):
-            curves[i].append({"epoch": epoch, "train_cmp": (sum_cmp[i] / steps).item(),
-                              "train_loss": (sum_obj[i] / steps).item(),
-                              "val_acc": None if val is None else val[i].item(), "test_acc": acc[i].item()})
+        n_test, n_val = data["test_x"].shape[1], data["val_x"].shape[1]
+        acc = evaluate(net, data["test_x"], data["test_classes"], cfg.precision, m, tta, eval_batch,
+                       final if epoch == cfg.epochs else None).tolist()
+        val = (evaluate(net, data["val_x"], data["val_classes"], cfg.precision, m, tta, eval_batch).tolist()
+               if n_val else None)
+        for i, (obj, cmp) in enumerate(zip((sum_obj / steps_per_epoch).tolist(),
+                                           (sum_cmp / steps_per_epoch).tolist())):
+            curves[i].append({"epoch": epoch, "train_cmp": cmp, "train_loss": obj, "test_correct": acc[i],
+                              "val_acc": None if val is None else val[i] / n_val, "test_acc": acc[i] / n_test})
+        if checkpoints:
+            checkpoints.save(rounds, key, epoch, net, opt, sched, curves)
         if on_epoch is not None:
             on_epoch(k)
-    # wall_s: set by train() to the run's share of the whole call
-    return [RunResult(r, s, curves[i][-1]["test_acc"], curves[i][-1]["val_acc"], net.num_params(), 0.0, k, curves[i])
-            for i, (r, s) in enumerate(zip(rounds, seeds))]
+    if not final:  # resumed from the last epoch's checkpoint: its answers again (in eval mode, the same)
+        evaluate(net, data["test_x"], data["test_classes"], cfg.precision, m, cfg.tta, eval_batch, final)
+    # wall_s and device: set by train() for the whole call
+    return [RunResult(r, s, c[-1]["test_acc"], c[-1]["val_acc"], net.num_params(), 0.0, k, c,
+                      c[-1]["test_correct"], data["test_x"].shape[1], norm=norm, state=state, answers=a)
+            for r, s, c, norm, state, a in zip(rounds, seeds, curves, data["norm"], net.member_states(m),
+                                                per_round(final, data))]
+
+
+def train_epoch(net: PairNet, opt, sched, cfg: Config, data: dict, stop: threading.Event | None):
+    """One pass over every member's training pairs in its own order; return the per-round (K,) sums over the steps of
+    the objective and of L_cmp (a round's: the mean over its members)."""
+    net.train()
+    x, classes = data["train_x"], data["train_classes"]  # (K, N, 2, S, S), (K, N, 2)
+    k, n, dev = x.shape[0], x.shape[1], x.device
+    m = len(net.rngs) // k
+    owner = torch.arange(k, device=dev).repeat_interleave(m).unsqueeze(1)  # (K*M, 1): member -> its round's data
+    # each member's own order, drawn from its own (CPU) stream: the same order on every device
+    order = devices.upload(torch.stack([torch.randperm(n, generator=g) for g in net.rngs]), dev)  # (K*M, N)
+    sum_obj, sum_cmp = torch.zeros(k * m, device=dev), torch.zeros(k * m, device=dev)
+    for s in range(0, n, cfg.batch_size):
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        idx = order[:, s:s + cfg.batch_size]
+        cb = classes[owner, idx]
+        xb = augment(x[owner, idx], cfg, net.rngs)
+        with autocast(cfg.precision, dev):
+            cmp, digits = net(xb)
+        obj, l_cmp = losses(net.arch, cfg, cmp.float(), digits.float(), cb)
+        opt.zero_grad(set_to_none=True)
+        obj.sum().backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        sum_obj += obj.detach()
+        sum_cmp += l_cmp.detach()
+    return sum_obj.view(k, m).mean(1), sum_cmp.view(k, m).mean(1)

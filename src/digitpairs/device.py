@@ -1,0 +1,76 @@
+"""Where training runs: the CPU or a CUDA GPU, chosen by the Config field `device` ("auto", "cpu", "cuda", "cuda:N").
+
+On CUDA the tool asks PyTorch for its deterministic algorithms, so that the same command twice on one GPU gives the
+same numbers; cuBLAS needs CUBLAS_WORKSPACE_CONFIG for that, which is set here before CUDA starts.
+"""
+
+import functools
+import os
+import platform
+import re
+import warnings
+
+import torch
+
+from digitpairs import UserError
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (read when CUDA starts)
+DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def resolve(name: str | torch.device | None) -> torch.device:
+    """The torch.device for a Config.device value; "auto" is the GPU when PyTorch sees one. A GPU that is not there
+    is a UserError (one line), raised before any training."""
+    if isinstance(name, torch.device):
+        return name
+    name = name or "auto"
+    if not DEVICE_FORM.fullmatch(name):
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: PyTorch sees no CUDA GPU here (torch {torch.__version__}); use "
+                            "--device cpu, or install a CUDA build of torch (README)")
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                            f"numbered from 0")
+        device = torch.device("cuda", index)
+        deterministic()
+    return device
+
+
+@functools.cache
+def deterministic() -> None:
+    """PyTorch's deterministic algorithms on CUDA. max_pool2d's backward is flagged nondeterministic because it adds
+    with atomics; with 2x2 windows of stride 2 every input element receives at most one term, so the order of the
+    additions cannot change a result: its warning is silenced, not the check."""
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    warnings.filterwarnings("ignore", message=".*max_pool2d_with_indices_backward.*")
+
+
+@functools.cache
+def name(device: torch.device) -> str:
+    """What the store records: the GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor (random draws from the members' CPU streams) onto the device without stalling: a copy from
+    pageable memory waits for the GPU to finish its queue, one from pinned memory does not."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)

@@ -1,0 +1,131 @@
+"""The Ray backend: each unit a Ray task on a cluster, or on an instance of Ray started here; imported only when
+asked for (the extra digitpairs[ray]). The driver claims units and writes every result into the store."""
+
+import os
+import signal
+from pathlib import Path
+
+from digitpairs import UserError, mnist
+from digitpairs.train import RunResult
+from digitpairs.units import Unit, init, interrupts_blocked, run_unit
+
+RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the driver resubmits, not Ray)
+
+
+def ray_unit(unit: Unit, arrays: dict, threads: int) -> tuple[dict, list[RunResult]]:
+    """A unit on a Ray worker: MNIST comes from the driver's verified copy through the object store."""
+    init(None, threads, arrays=arrays)
+    return run_unit(unit)
+
+
+def _ray_start(address: str | None, threads: int):
+    """Ray, connected to the cluster at `address` or to an instance of its own; a task of `threads` CPUs that no
+    node can hold is refused here, before anything is submitted."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting unless the user turned it on
+    # at shutdown, wait at most this long to flush task events (what Ray's dashboard shows) to a head that may be
+    # gone already: a SIGTERM to the process group ends Ray's processes at the same time as this one
+    os.environ.setdefault("RAY_task_events_shutdown_flush_timeout_ms", "500")
+    if not address:  # a Ray instance of this command's own: single-node, on loopback only (read when Ray loads)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'digitpairs[ray]'") from None
+    on_term = signal.getsignal(signal.SIGTERM)
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING")
+        else:  # its processes start with the interrupts blocked (Ray blocks SIGINT itself): a signal to the process
+            with interrupts_blocked():  # group is the driver's to act on; if it ended the raylet first, Ray
+                ray.init(include_dashboard=False, logging_level="WARNING")  # would end the driver, exit code 1
+        signal.signal(signal.SIGTERM, on_term)  # Ray's own handler exits at once: SIGTERM is the driver's
+        most = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        if threads > most:
+            raise UserError(f"--threads {threads}: no node of the Ray cluster has that many CPUs (the largest has "
+                            f"{most:g}): pass --threads {max(1, int(most))} or less")
+    except BaseException as e:  # a failed start, a refusal, an interrupt: nothing of Ray is left behind
+        _ray_stop(ray, own=not address)
+        if isinstance(e, (ConnectionError, RuntimeError, ValueError)):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot reach the Ray cluster at {address or 'a new local instance'} ({first}): start "
+                            "it with `ray start --head` or pass --address HOST:PORT") from None
+        raise
+    return ray
+
+
+def run_ray(drv, data_dir, threads: int, address: str | None) -> None:
+    """Ray tasks: at most as many units in flight as the cluster has slots of `threads` CPUs."""
+    ray = _ray_start(address, threads)
+    pending = {}
+    try:
+        from ray.exceptions import RayError, RayTaskError
+
+        arrays = ray.put(mnist.load(data_dir, log=lambda *a: None))  # verified by the driver, shared by reference
+        # on CUDA a task declares one GPU, and trains on the one Ray gives it (CUDA_VISIBLE_DEVICES: "cuda" is it)
+        gpus = int(any(v.cfg.device.startswith("cuda") for v in drv.study.variants))
+        task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(ray_unit)
+        while True:
+            have = ray.cluster_resources()  # a slot: `threads` CPUs (and a GPU on CUDA); claimed units wait in none
+            slots = max(1, int(min(have.get("CPU", 0) // threads, have.get("GPU", 0) if gpus else float("inf"))))
+            while len(pending) < slots and (unit := drv.take(block=not pending)) is not None:
+                pending[task.remote(unit, arrays, threads)] = (unit, 0)
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                unit, tries = pending.pop(ref)
+                try:
+                    code, results = ray.get(ref)
+                except RayTaskError as e:  # the unit itself failed: the same error as on this machine
+                    cause = getattr(e, "cause", None)
+                    raise cause if isinstance(cause, UserError) else e
+                except RayError as e:  # lost with its node or worker: train it again
+                    if tries >= RAY_RESUBMITS:
+                        raise UserError(f"{unit.variant.name} rounds {list(unit.rounds)} were lost {tries + 1} "
+                                        f"times on the Ray cluster ({type(e).__name__}): check the cluster, then run "
+                                        "the same command to resume") from None
+                    drv.bar.write(f"{unit.variant.name} rounds {list(unit.rounds)}: lost ({type(e).__name__}), "
+                                  "resubmitted")
+                    pending[task.remote(unit, arrays, threads)] = (unit, tries + 1)
+                    continue
+                drv.tick(unit.variant.cfg.epochs * len(unit.rounds))
+                drv.finished(unit, code, results)
+    except BaseException:
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except RayError:  # the task's node is gone already
+                pass
+        raise
+    finally:
+        _ray_stop(ray, own=not address)
+
+
+def _ray_stop(ray, own: bool) -> None:
+    """Disconnect from Ray. An instance of our own is killed first, every process of it (the processes below this
+    one): its state is this command's alone, and ray.shutdown() would wait 1 s for each to end on a SIGTERM that
+    they block (_ray_start), and leave the raylet's agents running."""
+    if own:
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    ray.shutdown()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid`, read from /proc (none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # not a process, or one that ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from conftest import fake_mnist
+from digitpairs import UserError, bench
+from digitpairs.config import Config
+from digitpairs.models import ARCHS, arch_config, create_model
+from digitpairs.pairs import round_data
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("size", [28, 14])
+def test_the_reference_is_the_same_network(name, size):
+    """The plain module has the engine's layers: the same parameter count, the same output shapes."""
+    cfg = arch_config(ARCHS[name], Config(size=size))
+    plain = bench.PlainNet(ARCHS[name], cfg)
+    assert sum(p.numel() for p in plain.parameters()) == create_model(name, cfg).num_params()
+    cmp, digits = plain(torch.randn(5, 2, size, size))
+    assert digits.shape == (5, 2, 10) and cmp.shape == (5,)
+    assert plain.predict(cmp, digits).shape == (5,)
+
+
+@pytest.mark.parametrize("name", ["siamese_nows", "siamese_ws_aux_bn_drop", "transfer", "ws_bn_aug_bayes"])
+def test_the_reference_loop_learns_and_repeats(name):
+    cfg = arch_config(ARCHS[name], Config(size=14)).replace(n_pairs=200, n_test=100, epochs=3, batch_size=50)
+    data = round_data(fake_mnist(), 0, cfg.n_pairs, cfg.n_test, cfg.size)
+    acc = bench.plain_run(ARCHS[name], cfg, data, 0, "cpu")
+    assert acc == bench.plain_run(ARCHS[name], cfg, data, 0, "cpu")
+    assert 0.6 < acc <= 1 or not ARCHS[name].learns_digits  # the fake digits are learnt through the digit loss
+
+
+def test_bench_prints_both_loops_and_the_machine(monkeypatch):
+    monkeypatch.setattr(bench.mnist, "load", lambda *a, **k: fake_mnist())
+    monkeypatch.setattr(bench, "matmul_gflops", lambda *a, **k: 1.0)
+    lines = []
+    cfg = Config(size=14, n_pairs=100, n_test=60, epochs=1, batch_size=50)
+    speedup = bench.run(ARCHS["siamese_ws_aux"], cfg, 2, log=lines.append)
+    assert speedup > 0 and lines[-1] == f"speedup {speedup:.2f}"
+    assert any(ln.startswith("machine: ") for ln in lines) and len(lines) == 5
+    with pytest.raises(UserError, match="members must be 1"):
+        bench.run(ARCHS["siamese_ws_aux"], cfg.replace(members=2), 2, log=lines.append)
+
+
+def test_balanced_groups():
+    assert bench.balanced_groups(10, 2, 3) == [3, 3, 2, 2]
+    assert bench.balanced_groups(10, 2, 13) == [5, 5]
+    assert bench.balanced_groups(3, 4, 3) == [1, 1, 1]

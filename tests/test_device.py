@@ -1,0 +1,92 @@
+"""The device: `auto`, `cpu`, `cuda`. Tests that need a GPU are marked `gpu` and skipped without one; the rest run in
+CI on the CPU."""
+
+import pytest
+import torch
+
+from conftest import fake_mnist, run_cli
+from digitpairs import UserError, device
+from digitpairs.config import Config
+from digitpairs.pairs import round_data
+from digitpairs.train import group_rounds, train
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+CFG = Config(size=14, n_pairs=100, n_test=60, epochs=3, batch_size=20, precision="fp32")
+
+
+def datas(seeds):
+    m = fake_mnist()
+    return [round_data(m, s, CFG.n_pairs, CFG.n_test, CFG.size) for s in seeds]
+
+
+def test_auto_is_the_cpu_without_a_gpu():
+    assert device.resolve("auto").type == ("cuda" if CUDA else "cpu")
+    assert device.resolve("cpu") == torch.device("cpu")
+    assert device.name(torch.device("cpu"))  # the CPU's model name, for the store
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "CUDA", "", "cpu0"])
+def test_malformed_device_is_refused(bad):
+    with pytest.raises(UserError, match="device must be"):
+        Config().replace(device=bad)
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="sees no CUDA GPU"):
+        device.resolve("cuda")
+    p = run_cli("reproduce", "--quick", "--device", "cuda", "--store", tmp_path / "s.sqlite", "--out", tmp_path / "o")
+    assert p.returncode == 2 and "sees no CUDA GPU" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "s.sqlite").exists() or "runs" not in p.stdout
+
+
+def test_results_name_the_device():
+    (res,) = train("siamese_ws", CFG.replace(epochs=1), datas([0]), [0], [0], device="cpu")
+    assert res.device == device.name(torch.device("cpu"))
+    assert res.test_correct == round(res.test_acc * CFG.n_test) and res.n_test == CFG.n_test
+
+
+def test_gpu_groups_are_whole_units():
+    assert group_rounds(CFG, "cpu") >= 2
+    if CUDA:
+        assert group_rounds(CFG, "cuda") == 10
+
+
+@gpu
+@pytest.mark.parametrize("name", ["siamese_ws_aux_bn_drop", "siamese_nows", "transfer", "ws_bn_aug_bayes"])
+def test_cuda_batched_rounds_equal_separate_runs(name):
+    """On the GPU too, K rounds trained as one batched model follow the math of K separate runs (fp32)."""
+    import dataclasses
+
+    from digitpairs.models import ARCHS
+
+    arch = ARCHS[name]
+    arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 2})
+    seeds = [3, 4, 5]
+    ds = datas(seeds)
+    together = train(arch, CFG, ds, [0, 1, 2], seeds, groups=[3], device="cuda")
+    for i, s in enumerate(seeds):
+        (alone,) = train(arch, CFG, [ds[i]], [i], [s], device="cuda")
+        for ca, ct in zip(alone.curves, together[i].curves):
+            assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-3
+            assert abs(ca["test_acc"] - ct["test_acc"]) <= 2 / CFG.n_test + 1e-9
+
+
+@gpu
+def test_cuda_same_seed_same_numbers():
+    """Deterministic algorithms: the same rounds twice on one GPU give the same curves, bf16 included."""
+    cfg = CFG.replace(precision="bf16")
+    a = train("ws_bn_aug_bayes", cfg, datas([1, 2]), [1, 2], [1, 2], device="cuda")
+    b = train("ws_bn_aug_bayes", cfg, datas([1, 2]), [1, 2], [1, 2], device="cuda")
+    assert [r.curves for r in a] == [r.curves for r in b]
+    assert a[0].device == torch.cuda.get_device_name()
+
+
+@gpu
+def test_cuda_learns_like_the_cpu():
+    """Not bit-equal (other kernels), but the same training: final losses close, accuracies within a few pairs."""
+    cpu = train("siamese_ws_aux_bn", CFG, datas([0]), [0], [0], device="cpu")[0]
+    cuda = train("siamese_ws_aux_bn", CFG, datas([0]), [0], [0], device="cuda")[0]
+    assert abs(cpu.curves[0]["train_loss"] - cuda.curves[0]["train_loss"]) < 1e-3
+    assert abs(cpu.test_acc - cuda.test_acc) <= 0.1

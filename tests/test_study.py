@@ -1,0 +1,150 @@
+"""The plan, the claims and the process pool's failure path, without training (digitpairs.study, digitpairs.claims)."""
+
+import dataclasses
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from digitpairs import UserError, claims, study
+from digitpairs.store import Store
+from digitpairs.study import Driver, groups_of, plan
+from digitpairs.studyfile import build
+from digitpairs.train import RunResult
+from digitpairs.units import Unit
+
+G = 3  # rounds per group in these tests
+
+
+def make_study(rounds=7, archs=("siamese_ws", "transfer")):
+    return dataclasses.replace(build({"archs": list(archs), "rounds": rounds}, "t.toml", quick=True), name="st")
+
+
+def driver(store, s, batch_rounds=G) -> Driver:
+    spec = s.spec()
+    for v in spec["variants"]:
+        v["group_rounds"] = G
+    drv = Driver(s, store.ensure_study(s.name, spec), store, batch_rounds, by_cost=False)
+    drv.start()
+    return drv
+
+
+def results(unit: Unit) -> list[RunResult]:
+    curve = [{"epoch": 1, "train_cmp": 0.1, "train_loss": 0.1, "val_acc": None, "test_acc": 0.5}]
+    return [RunResult(r, r, 0.5, None, 10, 0.1, len(g), curve, 100, 200, "cpu") for g in unit.groups for r in g]
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def claim_as(store, arch, first, host=claims.HOST, pid=None, age=0.0):
+    """A claim row as another process would write it."""
+    beat = time.time() - age
+    store.db.execute("INSERT OR REPLACE INTO claims VALUES ('st', ?, ?, ?, ?, ?, ?)",
+                     (arch, first, host, pid or os.getppid(), beat, beat))
+
+
+def test_groups_are_fixed_chunks_that_stay_when_a_study_grows():
+    assert groups_of(7, 3) == [(0, 1, 2), (3, 4, 5), (6,)]
+    assert groups_of(10, 3)[:2] == groups_of(7, 3)[:2]
+    s = make_study(rounds=9)
+    # round 6 was stored when the study had 7 rounds: its group (6, 7, 8) trains whole, as uninterrupted
+    todo = plan(s, {"siamese_ws": 3, "transfer": 3}, {("siamese_ws", r) for r in range(7)})
+    assert [(v.name, g) for v, g in todo if v.name == "siamese_ws"] == [("siamese_ws", (6, 7, 8))]
+
+
+def test_units_are_whole_groups_up_to_batch_rounds(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    drv = driver(store, make_study(), batch_rounds=7)
+    try:
+        first, second = drv.take(block=False), drv.take(block=False)
+        assert (first.variant.name, first.groups) == ("siamese_ws", ((0, 1, 2), (3, 4, 5)))
+        assert (second.variant.name, second.groups) == ("siamese_ws", ((6,),))
+        held = claims.held(store.db, "st")
+        assert set(held) == {("siamese_ws", 0), ("siamese_ws", 3), ("siamese_ws", 6)}
+        drv.finished(first, {"package_version": "x", "code_hash": "h", "git_commit": None}, results(first))
+        assert set(claims.held(store.db, "st")) == {("siamese_ws", 6)}  # dropped with the stored runs
+        assert store.done("st") == {("siamese_ws", r) for r in range(6)}
+    finally:
+        drv.close()
+    assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # the rest released at the end
+
+
+def test_claims_of_live_processes_are_respected_and_others_taken_over(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    drv = driver(store, make_study(rounds=12, archs=("siamese_ws",)))
+    claim_as(store, "siamese_ws", 0)  # a live process here (this one's parent)
+    claim_as(store, "siamese_ws", 3, pid=dead_pid())  # a process here that died
+    claim_as(store, "siamese_ws", 6, host="elsewhere", pid=1, age=claims.STALE_S + 1)  # stopped beating
+    claim_as(store, "siamese_ws", 9, host="elsewhere", pid=1)  # another machine, beating
+    try:
+        taken = [drv.take(block=False), drv.take(block=False), drv.take(block=False)]
+        assert [u.groups if u else None for u in taken] == [((3, 4, 5),), ((6, 7, 8),), None]
+        assert claims.held(store.db, "st")[("siamese_ws", 3)] == (claims.HOST, os.getpid())
+    finally:
+        drv.close()
+
+
+def test_a_process_waits_for_units_claimed_by_others_then_ends(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study, "POLL_S", 0.05)
+    store = Store(tmp_path / "s.sqlite")
+    drv = driver(store, make_study(rounds=3, archs=("siamese_ws",)))
+    claim_as(store, "siamese_ws", 0)
+    group = Unit(drv.study.variants[0], ((0, 1, 2),))
+
+    def other_process():  # stores its runs a little later, which drops its claim
+        time.sleep(0.5)
+        other = Store(store.path)
+        other.add_runs("st", "siamese_ws", {}, results(group), release=(0,))
+        other.close()
+
+    finisher = threading.Thread(target=other_process)
+    try:
+        assert drv.take(block=False) is None
+        start = time.monotonic()
+        finisher.start()
+        assert drv.take(block=True) is None  # nothing left for this process: on to the report
+        assert time.monotonic() - start >= 0.5  # it waited for the other process, not trained its group
+    finally:
+        finisher.join()
+        drv.close()
+    assert "waiting for 3 runs that other processes are training" in capsys.readouterr().out
+
+
+def test_pid_alive_and_live():
+    assert claims.pid_alive(os.getpid()) and not claims.pid_alive(dead_pid())
+    now = time.time()
+    assert claims.live("elsewhere", 1, now, now) and not claims.live("elsewhere", 1, now - claims.STALE_S, now)
+    assert not claims.live(claims.HOST, dead_pid(), now, now)
+
+
+def fail_or_sleep(unit: Unit):
+    """A worker's unit in the failure test: round 0's unit fails soon, every other one would take a minute."""
+    if unit.rounds[0] == 0:
+        time.sleep(0.5)
+        raise UserError("round 0 failed")
+    time.sleep(60)
+    return {}, results(unit)
+
+
+@pytest.mark.slow
+def test_a_failed_unit_ends_the_pool_at_once(tmp_path, real_data_dir):
+    store = Store(tmp_path / "s.sqlite")
+    drv = driver(store, make_study(rounds=6, archs=("siamese_ws",)))
+    start = time.monotonic()
+    try:
+        with pytest.raises(UserError, match="round 0 failed"):
+            study._run_pool(drv, real_data_dir, 2, 1, work=fail_or_sleep)
+    finally:
+        drv.close()
+    assert time.monotonic() - start < 30  # not the other unit's minute (spawning two workers takes seconds)
+    time.sleep(0.2)
+    assert mp.active_children() == []
+    assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
