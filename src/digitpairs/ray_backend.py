@@ -91,7 +91,9 @@ def run_ray(drv, data_dir, threads: int, address: str | None) -> None:
                 drv.tick(unit.variant.cfg.epochs * len(unit.rounds))
                 drv.finished(unit, code, results)
     except BaseException:
-        for ref in pending:
+        # on a cluster of the user's, the units in flight are cancelled; an instance of our own is killed whole
+        # below instead (cancelling its tasks first raced with their replies inside Ray and could end this process)
+        for ref in pending if address else ():
             try:
                 ray.cancel(ref, force=True)
             except RayError:  # the task's node is gone already
