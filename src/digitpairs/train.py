@@ -188,18 +188,7 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
             out[i] = train_group(arch, cfg, data, rs, ss, on_epoch and tick, channels_last, stop, checkpoints)
 
     try:
-        if threads == 1:
-            done = work()
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                futures = [pool.submit(work) for _ in range(threads)]
-                try:
-                    for f in as_completed(futures):
-                        f.result()  # the first failure, as soon as it happens
-                except BaseException:  # a group failed, or the user interrupted: the others stop at their next step
-                    stop.set()
-                    raise
-            done = {i: rs for f in futures for i, rs in f.result().items()}
+        done = work() if threads == 1 else on_threads(work, threads, stop)
     finally:
         torch.set_num_threads(before)
     results = [r for i in sorted(done) for r in done[i]]
@@ -211,6 +200,20 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
 
 class _Stopped(Exception):
     """Another group of the same call failed: this one ends too."""
+
+
+def on_threads(work, threads: int, stop: threading.Event) -> dict[int, list[RunResult]]:
+    """work() on `threads` Python threads at once, their results merged. The first failure (or an interrupt) ends
+    the call as soon as it happens; the other threads stop at their next step."""
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(work) for _ in range(threads)]
+        try:
+            for f in as_completed(futures):
+                f.result()
+        except BaseException:
+            stop.set()
+            raise
+    return {i: rs for f in futures for i, rs in f.result().items()}
 
 
 def optimizer(net: PairNet, cfg: Config, device: torch.device) -> torch.optim.Adam:
