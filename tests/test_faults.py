@@ -81,9 +81,10 @@ def uninterrupted(tmp_path_factory, real_data_dir):
     return out
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupt_ends_the_study_within_5_s_and_loses_nothing(tmp_path, real_data_dir, sig, code):
-    proc = start(command(tmp_path, real_data_dir, "s", 2))
+def interrupt(proc, sig, code, pause: float = 0.0, least: int = 0, settle: float = 0.5) -> set[tuple[str, int]]:
+    """Once the command has logged a finished run (and `pause` s more), send it `sig` as a terminal sends Ctrl-C: to
+    its whole process group. It must end within 5 s with `code` and a last line saying how to resume, no traceback,
+    and none of the (at least `least`) processes below it left. Returns the runs it logged as finished."""
     lines, errors = [], []
     readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
                threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
@@ -92,12 +93,12 @@ def test_an_interrupt_ends_the_study_within_5_s_and_loses_nothing(tmp_path, real
     deadline = time.monotonic() + 240
     while not any(LOGGED.match(x) for x in list(lines)) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(random.Random(sig).uniform(0, 1))  # somewhere in the next units
-    assert proc.poll() is None, "the study ended before the interrupt"
-    ours = descendants(proc.pid)  # the workers, and multiprocessing's resource tracker
-    assert len(ours) >= 2
+    time.sleep(pause)
+    assert proc.poll() is None, "the study ended before the interrupt: " + "".join(errors)[-2000:]
+    ours = descendants(proc.pid)
+    assert len(ours) >= least
     sent = time.monotonic()
-    os.killpg(proc.pid, sig)  # as a terminal sends Ctrl-C: to the whole process group
+    os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
     took = time.monotonic() - sent
     for r in readers:
@@ -106,9 +107,16 @@ def test_an_interrupt_ends_the_study_within_5_s_and_loses_nothing(tmp_path, real
     assert proc.returncode == code, err[-2000:]
     assert took < 5, f"the command took {took:.1f} s to end"
     assert "Traceback" not in err and "run the same command to resume" in err.strip().splitlines()[-1]
-    time.sleep(0.5)
+    time.sleep(settle)
     assert gone(ours), f"processes left: {ours}"
-    logged = {(m[1], int(m[2])) for m in map(LOGGED.match, lines) if m}
+    return {(m[1], int(m[2])) for m in map(LOGGED.match, lines) if m}
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_ends_the_study_within_5_s_and_loses_nothing(tmp_path, real_data_dir, sig, code):
+    proc = start(command(tmp_path, real_data_dir, "s", 2))
+    # somewhere in the next units; below it: the workers, and multiprocessing's resource tracker
+    logged = interrupt(proc, sig, code, pause=random.Random(sig).uniform(0, 1), least=2)
     stored = table(tmp_path / "s.sqlite")
     assert logged and logged <= set(stored["runs"])
     assert stored["claims"] == 0  # released on the way out

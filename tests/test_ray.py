@@ -6,15 +6,12 @@ second node, the driver and every worker bind to and talk to 127.0.0.1 and nothi
 sure that no process of it outlives the test."""
 
 import ipaddress
-import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -167,35 +164,12 @@ def test_a_task_that_no_node_can_hold_is_refused_before_submission(tmp_path, rea
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_ends_a_ray_study_within_5_s_and_its_ray_instance_with_it(tmp_path, real_data_dir, sig, code):
-    from digitpairs.ray_backend import descendants
-    from test_faults import LOGGED, gone, start
+    from test_faults import interrupt, start
 
     proc = start([sys.executable, "-m", "digitpairs", "reproduce", "--quick", "--archs",
                   "siamese_ws,siamese_ws_aux_bn", "--rounds", "15", "--epochs", "3", "--batch-rounds", "3",
                   "--backend", "ray", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
                   "--data-dir", str(real_data_dir)])
-    lines, errors = [], []
-    readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
-               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
-    for r in readers:
-        r.start()
-    deadline = time.monotonic() + 240
-    while not any(LOGGED.match(x) for x in list(lines)) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "".join(errors)[-2000:]
-    ours = descendants(proc.pid)  # Ray's processes: GCS, raylet, agents, workers
-    sent = time.monotonic()
-    os.killpg(proc.pid, sig)
-    proc.wait(timeout=60)
-    took = time.monotonic() - sent
-    for r in readers:
-        r.join(timeout=5)
-    err = "".join(errors)
-    assert proc.returncode == code, err[-2000:]
-    assert took < 5, f"the command took {took:.1f} s to end"
-    assert "Traceback" not in err and "run the same command to resume" in err.strip().splitlines()[-1]
-    time.sleep(1)
-    assert gone(ours), f"processes left: {ours}"
-    logged = {(m[1], int(m[2])) for m in map(LOGGED.match, lines) if m}
+    logged = interrupt(proc, sig, code, settle=1)  # below it: Ray's GCS, raylet, agents and workers
     stored = set(sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT arch, round FROM runs").fetchall())
     assert logged and logged <= stored
