@@ -194,6 +194,9 @@ def test_list_prints_every_architecture():
     p = run_cli("list")
     assert p.returncode == 0
     assert all(name in p.stdout for name in ("transfer", "siamese_nows", "siamese_ws_aux_bn_drop"))
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:]}
+    assert rows["transfer"][2:5] == ["digits", "logic", "shared"]  # objective, head, branch
+    assert rows["siamese_ws_aux_bn_drop"][3:6] == ["comparison+digits", "mlp", "shared,bn,dropout"]
 
 
 def test_the_local_backend_does_not_import_ray():
@@ -212,3 +215,7 @@ def test_device_reaches_every_run_but_not_the_study_name(tmp_path, monkeypatch):
     assert cli.main(["reproduce", "--quick", "--device", "cpu", "--epochs", "3", "--store", "s.sqlite"]) == 0
     assert seen["study"].name == "paper-quick-epochs3"
     assert {v.cfg.device for v in seen["study"].variants} == {"cpu"}
+    seen.clear()
+    assert cli.main(["reproduce", "--quick", "--matmul-conv", "--epochs", "3", "--store", "s.sqlite"]) == 0
+    assert seen["study"].name == "paper-quick-epochs3"
+    assert all(v.cfg.matmul_conv and not v.cfg.cuda_graphs for v in seen["study"].variants)

@@ -90,3 +90,56 @@ def test_cuda_learns_like_the_cpu():
     cuda = train("siamese_ws_aux_bn", CFG, datas([0]), [0], [0], device="cuda")[0]
     assert abs(cpu.curves[0]["train_loss"] - cuda.curves[0]["train_loss"]) < 1e-3
     assert abs(cpu.test_acc - cuda.test_acc) <= 0.1
+
+
+@gpu
+@pytest.mark.parametrize("name", ["siamese_ws_aux_bn_drop", "ws_bn_aug_bayes", "siamese_nows"])
+def test_cuda_graphs_agree_with_the_plain_gpu_path(name, monkeypatch):
+    """--cuda-graphs: the step captured once per group and replayed (all but the 3 warm-up steps of each group's
+    full minibatches) trains as the plain GPU path does, to rounding; a partial last minibatch runs eagerly."""
+    import dataclasses
+
+    from digitpairs import steps
+    from digitpairs.models import ARCHS
+
+    arch = dataclasses.replace(ARCHS[name], extra=ARCHS[name].extra | {"epochs": 3})
+    cfg = CFG.replace(n_val=10, batch_size=40)  # 90 pairs, 180 swapped: 4 full minibatches and one of 20
+    m, seeds = fake_mnist(), [3, 4]
+    ds = [round_data(m, s, cfg.n_pairs, cfg.n_test, cfg.size, n_val=cfg.n_val) for s in seeds]
+    plain = train(arch, cfg, ds, [0, 1], seeds, device="cuda")
+    replays = []
+    real = steps.GraphedStep.replay
+
+    def spy(self, idx, draws):
+        real(self, idx, draws)
+        replays.append(self.graph is not None)
+
+    monkeypatch.setattr(steps.GraphedStep, "replay", spy)
+    graphed = train(arch, cfg.replace(cuda_graphs=True), ds, [0, 1], seeds, device="cuda")
+    assert len(replays) == 4 * 3 and sum(replays) == 4 * 3 - steps.GraphedStep.WARMUP
+    for a, b in zip(plain, graphed):
+        for ca, cb in zip(a.curves, b.curves):
+            assert ca["train_loss"] == pytest.approx(cb["train_loss"], rel=1e-3)
+            assert abs(ca["test_acc"] - cb["test_acc"]) <= 2 / cfg.n_test + 1e-9
+
+
+@gpu
+def test_cuda_graphs_same_seed_same_numbers():
+    cfg = CFG.replace(precision="bf16", cuda_graphs=True)
+    a = train("ws_bn_aug_bayes", cfg, datas([1, 2]), [1, 2], [1, 2], device="cuda")
+    b = train("ws_bn_aug_bayes", cfg, datas([1, 2]), [1, 2], [1, 2], device="cuda")
+    assert [r.curves for r in a] == [r.curves for r in b]
+
+
+@gpu
+def test_cuda_matmul_conv_agrees_with_cudnn_and_repeats():
+    """--matmul-conv on the GPU: the same training as cuDNN's grouped convolutions, to rounding; twice the same
+    (with CUDA graphs too)."""
+    cfg = CFG.replace(precision="bf16")
+    plain = train("siamese_ws_aux_bn_drop", cfg, datas([1, 2]), [1, 2], [1, 2], device="cuda")
+    runs = [train("siamese_ws_aux_bn_drop", cfg.replace(matmul_conv=True, cuda_graphs=True), datas([1, 2]), [1, 2],
+                  [1, 2], device="cuda") for _ in range(2)]
+    assert [r.curves for r in runs[0]] == [r.curves for r in runs[1]]
+    for a, b in zip(plain, runs[0]):
+        assert a.curves[0]["train_loss"] == pytest.approx(b.curves[0]["train_loss"], rel=1e-2)
+        assert abs(a.test_acc - b.test_acc) <= 0.1

@@ -12,8 +12,8 @@ from digitpairs import UserError, studyfile
 from digitpairs.config import HEADS, OBJECTIVES, Arch, Config, current_arch, objective_of
 from digitpairs.models import ARCHS
 from digitpairs.pairs import target_of
+from digitpairs.steps import losses
 from digitpairs.store import Store
-from digitpairs.train import losses
 
 OLD_AUX = {"transfer": True, "siamese_nows": False, "siamese_ws": False, "siamese_ws_aux": True,
            "siamese_ws_aux_bn": True, "siamese_ws_aux_bn_drop": True, "ws_bn_aug_bayes": True}  # before objective

@@ -186,3 +186,14 @@ def test_html_report_renders_in_chromium(tmp_path, explained):
         "test accuracy of every round", "comparison accuracy by digit pair", "wrong test pairs", "Figure 2", "curves"]
     rows = int(p.stdout.split('data-check="images 5/5 rows ')[1].split('"')[0])
     assert rows >= 4 + 4 + 3 + 4  # the accuracy, comparison, digit accuracy and claims tables, header included
+
+
+def test_the_device_column_names_the_gpu_options_that_were_on():
+    from digitpairs.provenance import provenance_blocks
+
+    run = {"package_version": "0.2.0", "code_hash": "h", "git_commit": None, "torch_version": "2.13.0"}
+    runs = [run | {"device": "NVIDIA H200", "config": {"config": {"cuda_graphs": True, "matmul_conv": True}}},
+            run | {"device": "NVIDIA H200", "config": {"config": {}}}, run | {"device": None, "config": {}}]
+    rows = provenance_blocks(runs)[1][2]
+    assert sorted(r[4] for r in rows) == ["(not recorded)", "NVIDIA H200",
+                                          "NVIDIA H200, CUDA graphs, matmul convolutions"]

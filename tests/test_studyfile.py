@@ -101,6 +101,8 @@ BAD |= {  # every key, with a wrong type, a negative, a zero, a huge value, NaN/
     "sweep of words": (A + '[sweep]\nalpha = ["a"]\n', "alpha must be float"),
     "sweep nan": (A + '[sweep]\nlr = [nan]\n', "lr must be a finite number"),
     "sweep head": (A + '[sweep]\nhead = ["mlp", "vote"]\n', "head must be one of mlp, logic, prob"),
+    "sweep of a run option": (A + '[sweep]\ncuda_graphs = [true, false]\n', "pass --cuda-graphs"),
+    "sweep of matmul_conv": (A + '[sweep]\nmatmul_conv = [true, false]\n', "pass --matmul-conv"),
     "sweep of a million": (A + '[sweep]\n' + "".join(f"{k} = {list(range(1, 11))}\n" for k in
                                                       ("epochs", "batch_size", "hidden", "head_hidden")),
                            "make 10000 variants, more than 1000"),

@@ -79,18 +79,18 @@ def test_a_failing_group_stops_the_others(monkeypatch):
     import pytest
 
     from digitpairs import UserError
-    from digitpairs import train as train_module
+    from digitpairs import steps as steps_module
 
     steps = []
-    real = train_module.augment
+    real = steps_module.augment
 
-    def failing(x, cfg, generators):
-        steps.append(len(generators))
-        if len(generators) == 1:  # the one-round group
+    def failing(x, cfg, generators=None, draws=None):
+        steps.append(x.shape[0])
+        if x.shape[0] == 1:  # the one-round group
             raise UserError("boom")
-        return real(x, cfg, generators)
+        return real(x, cfg, generators, draws)
 
-    monkeypatch.setattr(train_module, "augment", failing)
+    monkeypatch.setattr(steps_module, "augment", failing)
     before = torch.get_num_threads()
     with pytest.raises(UserError, match="boom"):
         train("siamese_ws", CFG.replace(epochs=50), datas([1, 2, 3]), [0, 1, 2], [1, 2, 3], threads=2, groups=[2, 1])

@@ -146,6 +146,10 @@ def balanced_groups(n_rounds: int, threads: int, most: int) -> list[int]:
     return [n_rounds // n + (g < n_rounds % n) for g in range(n)]
 
 
+def engine_mode(cfg: Config) -> str:
+    return cfg.precision + ", CUDA graphs" * cfg.cuda_graphs + ", matmul convolutions" * cfg.matmul_conv
+
+
 def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: str = "cpu") -> float:
     """Print the comparison; return the speedup (engine model-epochs/s over the reference's). device: where both
     train ("cpu" or "cuda[:N]")."""
@@ -180,7 +184,7 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
         rates[name] = rounds * cfg.epochs / wall
         log(f"{name:<9} {wall:7.1f} s  {rates[name]:6.2f} model-epochs/s  {rates[name] * flops / 1e9:6.1f} GFLOP/s "
             f"effective  (mean test acc {sum(accs) / len(accs):.4f}, "
-            f"{cfg.precision if name == 'engine' else 'fp32'}; load average {load:.1f} before, "
+            f"{engine_mode(cfg) if name == 'engine' else 'fp32'}; load average {load:.1f} before, "
             f"{os.getloadavg()[0]:.1f} after)")
     speedup = rates["engine"] / rates["reference"]
     log(f"speedup {speedup:.2f}")

@@ -1,5 +1,6 @@
 """Checkpoints of a group in training: everything that decides its next epoch, so that a resumed group continues
-bit for bit where it stopped (on the same machine and device).
+bit for bit where it stopped (on the same machine and device, with the same run options: a resume with another
+--cuda-graphs or --matmul-conv continues from the same state, its numbers then differing to rounding).
 
 One file per group, `DIR/group-FIRSTROUND.pt`, replaced atomically (written beside, then renamed): a kill at any
 moment leaves the previous complete epoch. It holds the parameters and BatchNorm statistics, Adam's state, the

@@ -36,8 +36,8 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     name = args.study or study.name + "-quick" * args.quick + "".join(
         f"-{k}{v}" for k, v in sorted(overrides.items()) if k not in RUN_OPTIONS)
     study = dataclasses.replace(study, name=name, rounds=rounds)
-    for device in {v.cfg.device for v in study.variants} if args.backend != "ray" else ():  # (Ray: the cluster's)
-        devices.resolve(device)  # a GPU that is not there: one line, before anything is stored
+    for v in study.variants if args.backend != "ray" else ():  # (Ray: the cluster's devices)
+        devices.check(v.cfg.device, v.cfg.cuda_graphs)  # a GPU that is not there: one line, before anything is stored
     out = writable_dir(args.out or Path("runs") / name)
     store = Store(args.store)
     try:
@@ -84,11 +84,14 @@ def cmd_bench(args) -> int:
     import dataclasses
 
     from digitpairs import bench
+    from digitpairs import device as devices
     from digitpairs.models import arch_config, get_arch
 
     arch = get_arch(args.arch)  # its own settings first, then the command line's
-    base = Config().replace(size=args.size, device=args.device or Config().device)  # checked before its own settings
+    base = Config().replace(size=args.size, device=args.device or Config().device,  # checked before its own settings
+                            cuda_graphs=bool(args.cuda_graphs), matmul_conv=bool(args.matmul_conv))
     cfg = arch_config(arch, base).replace(epochs=args.epochs, precision=args.precision)
+    devices.check(cfg.device, cfg.cuda_graphs)
     bench.run(dataclasses.replace(arch, extra={}), cfg, args.rounds, args.data_dir, device=cfg.device)
     return 0
 
@@ -111,10 +114,12 @@ def cmd_list(args) -> int:
     from digitpairs.models import ARCHS, create_model
 
     cfg = Config().replace(size=args.size)
-    print(f"{'name':<26} {'label':<26} {'#params':>9} {'report':>9}")
+    print(f"{'name':<24} {'label':<24} {'objective':<18} {'head':<6} {'branch':<18} {'#params':>8} {'report':>8}")
     for name, arch in ARCHS.items():
         report = f"{arch.report[2]:,}" if arch.report else ""
-        print(f"{name:<26} {arch.label:<26} {create_model(name, cfg).num_params():>9,} {report:>9}")
+        branch = ",".join(["shared" if arch.share else "two"] + ["bn"] * arch.bn + ["dropout"] * arch.dropout)
+        print(f"{name:<24} {arch.label:<24} {arch.objective:<18} {arch.head:<6} {branch:<18} "
+              f"{create_model(name, cfg).num_params():>8,} {report:>8}")
     return 0
 
 

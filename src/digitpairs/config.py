@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from digitpairs import UserError
 from digitpairs.device import DEVICE_FORM
 
+RUN_OPTIONS = ("device", "cuda_graphs", "matmul_conv")  # Config fields that say how to run, not what: outside a study's identity
 MNIST_TRAIN, MNIST_TEST = 60000, 10000  # images in MNIST's splits: a round's pairs are distinct images of a split
 MAX_EPOCHS = 1000  # far beyond any study here; a typo such as 10**9 is refused instead of running for years
 MAX_SEED = 2**32 - 1  # seeds are stored as SQLite integers and fed to NumPy's SeedSequence: any bound this size works
@@ -69,6 +70,11 @@ class Config:
     #                          (docs/benchmarks.md has both)
     device: str = "auto"  # where training runs: "auto" (the GPU when PyTorch sees one), "cpu", "cuda", "cuda:N";
     #                       a run option, not part of a study's identity (a study may be resumed on another device)
+    cuda_graphs: bool = False  # on a GPU, each group's training step captured once in a CUDA graph and replayed
+    #                            (steps.py): a run option, off by default until measured on a GPU (docs/benchmarks.md)
+    matmul_conv: bool = False  # the convolutions as batched matmuls over unfolded patches (unfold.py), meant for GPUs,
+    #                            where cuDNN's deterministic grouped backward is slow: a run option, off by default until
+    #                            measured on a GPU
 
     def validate(self) -> "Config":
         """Self, or a UserError naming the first field of the wrong type or out of its range."""
@@ -119,6 +125,11 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def what_it_trains(config: dict) -> dict:
+    """A Config as a dict without its run options (RUN_OPTIONS): what decides its numbers' meaning."""
+    return {k: v for k, v in config.items() if k not in RUN_OPTIONS}
 
 
 OBJECTIVES = ("comparison", "comparison+digits", "digits")  # what a variant learns from (Arch.objective)

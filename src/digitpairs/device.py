@@ -42,6 +42,15 @@ def resolve(name: str | torch.device | None) -> torch.device:
     return device
 
 
+def check(name: str | torch.device, cuda_graphs: bool = False) -> torch.device:
+    """resolve(name), and a UserError when CUDA graphs are asked for where training runs on the CPU."""
+    device = resolve(name)
+    if cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda-graphs captures the training step on a CUDA GPU, and training here runs on the CPU "
+                        f"(device {name}): drop --cuda-graphs, or use --device cuda on a machine with a GPU")
+    return device
+
+
 @functools.cache
 def deterministic() -> None:
     """PyTorch's deterministic algorithms on CUDA. max_pool2d's backward is flagged nondeterministic because it adds
@@ -74,3 +83,8 @@ def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cpu":
         return t
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def fill(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Copy a CPU tensor into an existing tensor on the device without stalling (from pinned memory, as upload)."""
+    dst.copy_(src if dst.device.type == "cpu" else src.pin_memory(), non_blocking=True)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from digitpairs import UserError, predict
-from digitpairs.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, Config
+from digitpairs.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
 
 DESCRIPTION = "The digitpairs command: data fetch, list, reproduce, run, bench, report, export, predict."
 
@@ -88,6 +88,14 @@ def add_device(p, d: Config, note: str = "") -> None:
     p.add_argument("--device", default=None,
                    help=f"where training runs: auto (the GPU when PyTorch sees one), cpu, cuda or cuda:N (default: "
                         f"{d.device}){note}")
+    p.add_argument("--cuda-graphs", action="store_true", default=None,
+                   help="on a GPU, capture each group's training step once in a CUDA graph and replay it (fewer "
+                        "kernel launches; the same training as the plain GPU path, to rounding; not yet measured on "
+                        "a GPU, so off by default)" + note)
+    p.add_argument("--matmul-conv", action="store_true", default=None,
+                   help="the convolutions as batched matmuls over unfolded patches instead of grouped convolutions "
+                        "(meant for GPUs, on the CPU much slower; the same function, summed in another order; not yet "
+                        "measured on a GPU, so off by default)" + note)
 
 
 def build_parser() -> Parser:
@@ -99,7 +107,7 @@ def build_parser() -> Parser:
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     add_data_dir(data_sub.add_parser("fetch", help="fetch the four IDX files into the cache and verify them"))
 
-    ls = sub.add_parser("list", help="the registered architectures and their #params")
+    ls = sub.add_parser("list", help="the registered architectures: objective, head, branch, #params")
     ls.add_argument("--size", type=int, default=d.size, choices=(14, 28), help=f"image side (default: {d.size})")
 
     rep = sub.add_parser("reproduce", help="the report's study (the shipped studies/paper.toml), then its report")
@@ -185,5 +193,4 @@ def add_study_flags(rep, d: Config) -> None:
 
 
 CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alpha", "aux_loss", "seed", "precision",
-                "device")
-RUN_OPTIONS = ("device",)  # Config flags that say how to run, not what: they stay out of the study's name
+                *RUN_OPTIONS)  # the run options (config.py) stay out of the study's name

@@ -22,13 +22,15 @@ from digitpairs import UserError
 from digitpairs.bnrelu import batch_norm_relu
 from digitpairs.config import Arch, Config
 from digitpairs.device import upload
-from digitpairs.ops import conv_pool2x2
+from digitpairs.ops import conv_pool2x2, max_pool2x2
+from digitpairs.unfold import conv2d_unfold
 
 
 class KConv2d(nn.Module):
     """K independent convolutions as one grouped convolution, each followed by a 2x2 max-pool if `pool`:
     (N, K*cin, H, W) -> (N, K*cout, H', W'), H' halved (floored) by the pool. On the CPU, a convolution from one
-    channel per member runs fused with its pool (ops.py: the same function, summed in another order)."""
+    channel per member runs fused with its pool (ops.py: the same function, summed in another order); with `unfold`
+    set (the run option matmul_conv), it is one batched matmul over unfolded patches (unfold.py)."""
 
     def __init__(self, k: int, cin: int, cout: int, ks: int, bias: bool = True, padding: int = 0,
                  pool: bool = False):
@@ -36,9 +38,13 @@ class KConv2d(nn.Module):
         self.k, self.fan_in, self.padding, self.pool = k, cin * ks * ks, padding, pool
         self.weight = nn.Parameter(torch.empty(k * cout, cin, ks, ks))
         self.bias = nn.Parameter(torch.empty(k * cout)) if bias else None
+        self.unfold = False
 
     def forward(self, x, channels_last: bool = True):
         """channels_last: the memory format of PyTorch's convolution (speed only; on CPU much faster)."""
+        if self.unfold:
+            y = conv2d_unfold(x, self.weight, self.bias, self.padding, self.k)
+            return max_pool2x2(y) if self.pool else y
         if self.pool:
             return conv_pool2x2(x, self.weight, self.bias, self.padding, self.k, channels_last)
         if channels_last:
@@ -71,17 +77,22 @@ class KBatchNorm1d(nn.BatchNorm1d):
 
 
 class KDropout(nn.Module):
-    """Dropout over (K, N, F) whose masks come from each member's own generator (PairNet.rngs)."""
+    """Dropout over (K, N, F) whose masks come from each member's own generator (PairNet.rngs): drawn here, or
+    beforehand (draw()) and set as `mask` for the next forward (the training step does, steps.py)."""
 
-    def __init__(self, p: float, rngs: list):
+    def __init__(self, p: float, rngs: list, features: int):
         super().__init__()
-        self.p, self.rngs = p, rngs
+        self.p, self.rngs, self.features = p, rngs, features
+        self.mask: torch.Tensor | None = None  # (K, N, F) 0/1 keep mask on the input's device, or None: draw it
+
+    def draw(self, rows: int) -> torch.Tensor:
+        """(K, rows, F) keep mask, on the CPU from the members' streams: the same masks on every device."""
+        return torch.stack([torch.empty(rows, self.features).bernoulli_(1 - self.p, generator=g) for g in self.rngs])
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        keep = torch.stack([torch.empty(x.shape[1:]).bernoulli_(1 - self.p, generator=g) for g in self.rngs])
-        keep = upload(keep, x.device)  # drawn on the CPU from the member's stream: the same masks on every device
+        keep = self.mask if self.mask is not None else upload(self.draw(x.shape[1]), x.device)
         return x * keep.to(x.dtype) / (1 - self.p)
 
 
@@ -116,7 +127,7 @@ class Branch(nn.Module):
         self.bn2 = nn.BatchNorm2d(k * c2) if bn else nn.Identity()
         self.fc1 = KLinear(k, c2 * side * side, cfg.hidden, bias=not bn)
         self.bn3 = KBatchNorm1d(k, cfg.hidden) if bn else nn.Identity()
-        self.drop = KDropout(cfg.dropout_p, rngs) if dropout else nn.Identity()
+        self.drop = KDropout(cfg.dropout_p, rngs, cfg.hidden) if dropout else nn.Identity()
         self.fc2 = KLinear(k, cfg.hidden, 10)
 
     def forward(self, x):
@@ -144,6 +155,15 @@ class PairNet(nn.Module):
         else:  # "logic" and "prob": no parameters; the comparison follows from the two digit predictions
             self.head = nn.ModuleList()
             self.register_buffer("le", torch.ones(10, 10).triu(), persistent=False)  # le[i, j] = 1 if i <= j
+
+    def dropouts(self) -> list[KDropout]:
+        """The dropout layers that draw, in the order a forward calls them."""
+        return [b.drop for b in self.branches if isinstance(b.drop, KDropout) and b.drop.p > 0]
+
+    def draw_masks(self, b: int) -> list[torch.Tensor]:
+        """The keep masks of a training forward on b pairs, drawn in the order the forward would draw them: a shared
+        branch sees both images of every pair (2b rows), each unshared branch one image (b rows)."""
+        return [d.draw(2 * b // len(self.branches)) for d in self.dropouts()]
 
     def num_params(self) -> int:
         """Parameters of one round's model, i.e. of its `members` ensemble members (BatchNorm's affine parameters

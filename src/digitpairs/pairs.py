@@ -80,16 +80,36 @@ def round_for(mnist: dict, cfg, r: int) -> PairData:
     return round_data(mnist, cfg.seed + r, cfg.n_pairs, cfg.n_test, cfg.size, cfg.swap, cfg.n_val)
 
 
-def augment(x: torch.Tensor, cfg, generators: list[torch.Generator]) -> torch.Tensor:
+def augmenting(cfg) -> bool:
+    return bool(cfg.shift or cfg.rotate or cfg.scale or cfg.elastic)
+
+
+def augment_draws(cfg, generators: list[torch.Generator], n: int) -> dict[str, torch.Tensor]:
+    """One step's augmentation draws for n images per member, on the CPU from member k's generators[k], in the order
+    augment() uses them: "u" (K, n, 4) uniform in [0, 1), then, with elastic distortions, "coarse" (K, n, 2, 4, 4)
+    standard normal. Empty without augmentation."""
+    if not augmenting(cfg):
+        return {}
+    out = {"u": torch.stack([torch.rand(n, 4, generator=g) for g in generators])}
+    if cfg.elastic:
+        out["coarse"] = torch.stack([torch.randn(n, 2, 4, 4, generator=g) for g in generators])
+    return out
+
+
+def augment(x: torch.Tensor, cfg, generators: list[torch.Generator] | None = None,
+            draws: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Random small affine maps and elastic distortions that keep a digit's identity, drawn per image.
 
     x (K, B, 2, S, S), normalised; member k's draws come from generators[k], so a member's augmentation does not
-    depend on which members train beside it. The border value (the background) fills what moves in."""
-    if not (cfg.shift or cfg.rotate or cfg.scale or cfg.elastic):
+    depend on which members train beside it (or, already made, from draws: augment_draws()'s, on x's device). The
+    border value (the background) fills what moves in."""
+    if not augmenting(cfg):
         return x
     k, b, _, s, _ = x.shape
     n = b * 2
-    u = upload(torch.stack([torch.rand(n, 4, generator=g) for g in generators]), x.device).view(k * n, 4) * 2 - 1
+    if draws is None:
+        draws = {key: upload(t, x.device) for key, t in augment_draws(cfg, generators, n).items()}
+    u = draws["u"].reshape(k * n, 4) * 2 - 1
     angle = u[:, 0] * cfg.rotate * torch.pi / 180
     zoom = 1 + u[:, 1] * cfg.scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
@@ -100,8 +120,7 @@ def augment(x: torch.Tensor, cfg, generators: list[torch.Generator]) -> torch.Te
     m[:, 0, 0, 0], m[:, 0, 0, 1], m[:, 0, 1, 0] = shift[:, 0], cos, -sin  # x' = cos x - sin y + shift_x
     m[:, 1, 0, 0], m[:, 1, 0, 1], m[:, 1, 1, 0] = shift[:, 1], sin, cos  # y' = sin x + cos y + shift_y
     if cfg.elastic:  # a displacement drawn on a 4x4 grid, upsampled bicubically
-        coarse = torch.stack([torch.randn(n, 2, 4, 4, generator=g) for g in generators]).view(k * n, 2, 4, 4)
-        m[:, :, 2:, 2:] = upload(coarse, x.device) * (2 * cfg.elastic)
+        m[:, :, 2:, 2:] = draws["coarse"].reshape(k * n, 2, 4, 4) * (2 * cfg.elastic)
     basis = _basis(s, x.device)  # (S, 6)
     grid = (basis @ m @ basis.T).permute(0, 2, 3, 1)  # (K*n, S, S, 2)
     out = F.grid_sample(x.reshape(k * n, 1, s, s).float(), grid, padding_mode="border", align_corners=False)

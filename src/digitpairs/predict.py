@@ -22,7 +22,7 @@ import torch
 from digitpairs import UserError, images, keep
 from digitpairs.models import PairNet
 from digitpairs.pairs import view
-from digitpairs.train import autocast
+from digitpairs.steps import autocast
 
 BATCH = 256  # pairs per forward pass: bounds memory only
 COLUMNS = ("digit_first", "p_first", "digit_second", "p_second", "p_le", "first_le_second")

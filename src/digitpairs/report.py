@@ -4,7 +4,6 @@ The report is a list of blocks (heading, text, table, image, code) that render.p
 report.html always say the same thing; figures.py draws the figures.
 """
 
-import collections
 import csv
 import itertools
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 from digitpairs import UserError, answers, explain, verdicts
 from digitpairs.config import Config, objective_of
 from digitpairs.figures import plot_curves, plot_sweep
+from digitpairs.provenance import provenance_blocks
 from digitpairs.render import Column, csv_rows, render_html, render_md, table
 from digitpairs.stats import WILCOXON_METHODS, holm, mean_ci, paired_t, wilcoxon
 from digitpairs.store import Store
@@ -262,21 +262,6 @@ def sweep_blocks(spec: dict, rows: list[dict], out: Path) -> list[tuple]:
                                       f"{_f(r['sd'])}." for r in chosen))]
         elif spec.get("select") == "val":
             blocks += [("p", "No validation split (n_val = 0): nothing is chosen.")]
-    return blocks
-
-
-def provenance_blocks(runs: list[dict]) -> list[tuple]:
-    """The code versions and devices that made the runs, with a warning where a study mixes code versions."""
-    count = collections.Counter((r["package_version"], r["code_hash"] or "(not recorded)", (r["git_commit"] or "")[:12],
-                                 r["torch_version"], r["device"] or "(not recorded)") for r in runs)
-    blocks = [("h2", "Code and devices"),
-              ("table", ["digitpairs", "Code hash", "Git commit", "torch", "Device", "Runs"],
-               [[*key, str(n)] for key, n in sorted(count.items())])]
-    codes = {key[:2] for key in count}
-    if len(codes) > 1:
-        blocks += [("p", (f"Warning: this study mixes runs of {len(codes)} code versions (digitpairs version and "
-                          "hash of its source files): a difference between variants may come from the code. Run the "
-                          "study again under a new --study name to compare runs of one code."))]
     return blocks
 
 

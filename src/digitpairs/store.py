@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from digitpairs import UserError
-from digitpairs.config import Arch, Config, current_arch
+from digitpairs.config import Arch, Config, current_arch, what_it_trains
 from digitpairs.provenance import code_version
 from digitpairs.train import RunResult
 
@@ -82,10 +82,10 @@ def differences(old, new, path: str = "") -> list[str]:
 
 def identity(variant: dict) -> dict:
     """A variant's spec without what may change between runs of one study: its group size (kept as stored) and
-    config.device (a run option: a study may be resumed on another device)."""
+    its run options (config.RUN_OPTIONS: a study may be resumed on another device, with or without CUDA graphs)."""
     out = {k: v for k, v in variant.items() if k != "group_rounds"}
     if isinstance(out.get("config"), dict):
-        out["config"] = {k: v for k, v in out["config"].items() if k != "device"}
+        out["config"] = what_it_trains(out["config"])
     return out
 
 

@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 from digitpairs import UserError, verdicts
-from digitpairs.config import HEADS, MAX_ROUNDS, OBJECTIVES, Arch, Config
+from digitpairs.config import HEADS, MAX_ROUNDS, OBJECTIVES, RUN_OPTIONS, Arch, Config
 from digitpairs.config import quick as quick_preset
 from digitpairs.models import ARCHS, get_arch, own_settings
 
@@ -180,8 +180,9 @@ def _sweep(sweep, where: str) -> dict[str, list]:
     if not isinstance(sweep, dict):
         raise UserError(f"{where}: [sweep] must be a table")
     _unknown(f"{where} [sweep]", sweep, set(CONFIG_FIELDS) | set(ARCH_FLAGS))
-    if "device" in sweep:
-        raise UserError(f"{where} [sweep]: device says where a study runs, not what it trains: pass --device")
+    for option in set(RUN_OPTIONS) & set(sweep):
+        raise UserError(f"{where} [sweep]: {option} says how a study runs, not what it trains: pass "
+                        f"--{option.replace('_', '-')}")
     out = {}
     for k, vs in sweep.items():
         if not isinstance(vs, list) or not vs:

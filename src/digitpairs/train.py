@@ -21,16 +21,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from digitpairs import UserError
 from digitpairs import device as devices
 from digitpairs.answers import per_round
 from digitpairs.checkpoint import Checkpoints
-from digitpairs.config import Arch, Config
-from digitpairs.models import PairNet, arch_config, create_model, first_map_bytes, get_arch
-from digitpairs.pairs import PairData, augment, sub_seed, target_of, view
+from digitpairs.config import Arch, Config, what_it_trains
+from digitpairs.models import KConv2d, PairNet, arch_config, create_model, first_map_bytes, get_arch
+from digitpairs.pairs import PairData, sub_seed, view
 from digitpairs.provenance import code_version
+from digitpairs.steps import GraphedStep, Step, autocast, train_epoch
 
 
 @dataclass
@@ -50,32 +50,6 @@ class RunResult:
     norm: tuple[float, float] | None = None  # the training pairs' (mean, SD) the images were normalised with
     state: dict | None = field(default=None, repr=False)  # the trained weights (PairNet with k = members), CPU
     answers: dict | None = field(default=None, repr=False)  # every test pair's answer after the last epoch (answers.py)
-
-
-def losses(arch: Arch, cfg: Config, cmp, digits, classes):
-    """Per-member (K,) training objective (arch.objective: L_cmp, L_cmp + alpha * L_digits, or L_digits) and
-    comparison loss L_cmp for a minibatch.
-
-    cmp (K, B), digits (K, B, 2, 10), classes (K, B, 2)."""
-    k = cmp.shape[0]
-    l_cmp = F.binary_cross_entropy_with_logits(cmp, target_of(classes.reshape(-1, 2)).view(k, -1),
-                                               reduction="none").mean(1)
-    if arch.objective == "comparison":
-        return l_cmp, l_cmp
-    if cfg.aux_loss == "ce":
-        l_digits = F.cross_entropy(digits.reshape(-1, 10), classes.reshape(-1), reduction="none",
-                                   label_smoothing=cfg.label_smoothing).view(k, -1).mean(1)
-    else:  # "l2": mean squared error between the softmax and the one-hot class
-        onehot = F.one_hot(classes, 10).to(digits.dtype)
-        l_digits = (digits.softmax(-1) - onehot).pow(2).reshape(k, -1).mean(1)
-    if arch.objective == "digits":  # TransferLearn: the branch learns the digits, the comparison follows from them
-        return l_digits, l_cmp
-    return l_cmp + cfg.alpha * l_digits, l_cmp
-
-
-def autocast(precision: str, device: torch.device):
-    """bf16: convolutions and matmuls in bfloat16; weights, Adam, softmax and losses stay fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
@@ -158,7 +132,7 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
     start = time.perf_counter()
     arch = get_arch(arch) if isinstance(arch, str) else arch
     cfg = arch_config(arch, cfg)  # a registered architecture's own settings (epochs, augmentation, ...)
-    dev = devices.resolve(device or cfg.device)
+    dev = devices.check(device or cfg.device, cfg.cuda_graphs)
     groups = groups or chunks(len(rounds), group_rounds(cfg, dev))
     if sum(groups) != len(rounds) or min(groups) < 1:
         raise ValueError(f"groups {groups} do not cover the {len(rounds)} rounds")
@@ -198,10 +172,6 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
     return results
 
 
-class _Stopped(Exception):
-    """Another group of the same call failed: this one ends too."""
-
-
 def on_threads(work, threads: int, stop: threading.Event) -> dict[int, list[RunResult]]:
     """work() on `threads` Python threads at once, their results merged. The first failure (or an interrupt) ends
     the call as soon as it happens; the other threads stop at their next step."""
@@ -223,34 +193,44 @@ def optimizer(net: PairNet, cfg: Config, device: torch.device) -> torch.optim.Ad
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=cuda or None, foreach=not cuda or None)
 
 
+def build(arch: Arch, cfg: Config, seeds: list[int], dev: torch.device, channels_last: bool, total_steps: int):
+    """A group's batched model on the device, its optimizer and its learning-rate schedule (or None). Member j of
+    the round with seed s takes its initialisation and random stream from (s, 1 + 100 j) and (s, 2 + 100 j), so
+    member 0 is the single model of that round."""
+    m = cfg.members
+    inits = [sub_seed(s, 1 + 100 * j) for s in seeds for j in range(m)]
+    streams = [sub_seed(s, 2 + 100 * j) for s in seeds for j in range(m)]
+    net = create_model(arch, cfg, len(seeds) * m).seed(inits, streams).to(dev)
+    for branch in net.branches:
+        branch.channels_last = channels_last
+    for conv in (module for module in net.modules() if isinstance(module, KConv2d)):
+        conv.unfold = cfg.matmul_conv
+    opt = optimizer(net, cfg, dev)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=total_steps)
+             if cfg.schedule == "onecycle" else None)
+    return net, opt, sched
+
+
 def train_group(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: list[int], on_epoch,
                 channels_last: bool, stop: threading.Event | None = None,
                 checkpoints: Checkpoints | None = None) -> list[RunResult]:
     """One group: its rounds' members trained at once as one batched model; data as made by stack(). With
     checkpoints, it resumes from its last saved epoch and saves as it goes."""
     k, m, dev = len(rounds), cfg.members, data["train_x"].device
-    # member j of the round with seed s: initialisation and random stream from (s, 1 + 100 j) and (s, 2 + 100 j),
-    # so member 0 is the single model of that round
-    inits = [sub_seed(s, 1 + 100 * j) for s in seeds for j in range(m)]
-    streams = [sub_seed(s, 2 + 100 * j) for s in seeds for j in range(m)]
-    net = create_model(arch, cfg, k * m).seed(inits, streams).to(dev)
-    for branch in net.branches:
-        branch.channels_last = channels_last
-    opt = optimizer(net, cfg, dev)
     steps_per_epoch = -(-data["train_x"].shape[1] // cfg.batch_size)
-    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-             if cfg.schedule == "onecycle" else None)
+    net, opt, sched = build(arch, cfg, seeds, dev, channels_last, cfg.epochs * steps_per_epoch)
     # on the CPU, evaluation batches within the cache budget too (at 28x28, 3 rounds: 100 pairs, not 250)
     eval_batch = None if dev.type == "cuda" else max(10, int(GROUP_BYTES * cfg.batch_size
                                                              // (k * m * first_map_bytes(cfg))))
     key = {"arch": arch.to_dict(), "rounds": rounds, "seeds": seeds, "code": code_version()["code_hash"],
-           "config": {f: v for f, v in cfg.to_dict().items() if f != "device"}}
+           "config": what_it_trains(cfg.to_dict())}
     done, curves = checkpoints.load(rounds, key, net, opt, sched) if checkpoints else (0, [[] for _ in range(k)])
     if done and on_epoch is not None:
         on_epoch(k * done)
     final = {}  # the last epoch's answer on every test pair (answers.py)
+    step = (GraphedStep if cfg.cuda_graphs else Step)(net, opt, sched, cfg, data)
     for epoch in range(done + 1, cfg.epochs + 1):
-        sum_obj, sum_cmp = train_epoch(net, opt, sched, cfg, data, stop)
+        sum_obj, sum_cmp = train_epoch(step, cfg, data, stop)
         if not torch.isfinite(sum_obj).all():
             bad = [rounds[i] for i in range(k) if not torch.isfinite(sum_obj[i])]
             raise UserError(f"{arch.name} diverged (non-finite loss) in round(s) {bad} at epoch {epoch}: "
@@ -276,33 +256,3 @@ def train_group(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: l
                       c[-1]["test_correct"], data["test_x"].shape[1], norm=norm, state=state, answers=a)
             for r, s, c, norm, state, a in zip(rounds, seeds, curves, data["norm"], net.member_states(m),
                                                 per_round(final, data))]
-
-
-def train_epoch(net: PairNet, opt, sched, cfg: Config, data: dict, stop: threading.Event | None):
-    """One pass over every member's training pairs in its own order; return the per-round (K,) sums over the steps of
-    the objective and of L_cmp (a round's: the mean over its members)."""
-    net.train()
-    x, classes = data["train_x"], data["train_classes"]  # (K, N, 2, S, S), (K, N, 2)
-    k, n, dev = x.shape[0], x.shape[1], x.device
-    m = len(net.rngs) // k
-    owner = torch.arange(k, device=dev).repeat_interleave(m).unsqueeze(1)  # (K*M, 1): member -> its round's data
-    # each member's own order, drawn from its own (CPU) stream: the same order on every device
-    order = devices.upload(torch.stack([torch.randperm(n, generator=g) for g in net.rngs]), dev)  # (K*M, N)
-    sum_obj, sum_cmp = torch.zeros(k * m, device=dev), torch.zeros(k * m, device=dev)
-    for s in range(0, n, cfg.batch_size):
-        if stop is not None and stop.is_set():
-            raise _Stopped
-        idx = order[:, s:s + cfg.batch_size]
-        cb = classes[owner, idx]
-        xb = augment(x[owner, idx], cfg, net.rngs)
-        with autocast(cfg.precision, dev):
-            cmp, digits = net(xb)
-        obj, l_cmp = losses(net.arch, cfg, cmp.float(), digits.float(), cb)
-        opt.zero_grad(set_to_none=True)
-        obj.sum().backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        sum_obj += obj.detach()
-        sum_cmp += l_cmp.detach()
-    return sum_obj.view(k, m).mean(1), sum_cmp.view(k, m).mean(1)
