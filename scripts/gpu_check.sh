@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks in one go (about 5 minutes), each figure written under OUT (default: runs/gpu-check): the GPU tests,
 # `bench --device cuda` at 28x28 with neither, each and both of --cuda-graphs and --matmul-conv and at 14x14 with
-# neither and both, and the paper study with both and without (the whole command timed; the two tables, within one SD
-# row by row, compared by the reader).
+# neither and both, the seconds per epoch of each and a GPU profile with both (scripts/profile_gpu.py), and the paper
+# study with both and without (the whole command timed; the two tables, within one SD row by row, compared by the
+# reader).
 #
 #   bash scripts/gpu_check.sh [OUT]
 #
@@ -32,6 +33,9 @@ for size in 28 14; do  # at 14, neither and both
     echo "$name: $(grep -E "^(engine|speedup)" "$out/$name.txt" | tr '\n' ' ')"
   done
 done
+
+timeout 120 "$py" scripts/profile_gpu.py --cuda-graphs --matmul-conv > "$out/profile.txt" 2>&1
+grep -E "ms per epoch|kernels" "$out/profile.txt"
 
 for options in "--cuda-graphs --matmul-conv" ""; do  # the new path first: the plain one is measured already
   [ "$SECONDS" -gt 480 ] && echo "skipped the paper study $options: past 8 minutes" && continue
