@@ -99,7 +99,14 @@ class Step:
 
     def __call__(self, idx: torch.Tensor, draws: dict) -> None:
         """idx (K*M, b) on the device; draws as draw() made them, on the CPU."""
+        self.eager(idx, draws)
+        self.advance()
+
+    def eager(self, idx: torch.Tensor, draws: dict) -> None:
         self.run(idx, {key: devices.upload(t, self.dev) for key, t in draws.items()})
+
+    def advance(self) -> None:
+        """The schedule's step."""
         if self.sched is not None:
             self.sched.step()
 
@@ -184,13 +191,15 @@ class GraphedStep(Step):
         if idx.shape[1] == self.cfg.batch_size:
             self.replay(idx, draws)
         else:
-            self.run(idx, {key: devices.upload(v, self.dev) for key, v in draws.items()})
+            self.eager(idx, draws)
         self.t = t
-        if self.sched is not None and self.sched.last_epoch == 0:  # its first step checks that the torch optimizer
-            with warnings.catch_warnings():  # stepped before it; adam() steps instead
-                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
-                self.sched.step()
-        elif self.sched is not None:
+        self.advance()
+
+    def advance(self) -> None:
+        if self.sched is None or self.sched.last_epoch:
+            return super().advance()
+        with warnings.catch_warnings():  # its first step checks that the torch optimizer stepped; adam() steps instead
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
             self.sched.step()
 
     def replay(self, idx: torch.Tensor, draws: dict) -> None:
