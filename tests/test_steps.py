@@ -4,6 +4,7 @@ replays; test_device.py runs it captured where a GPU is."""
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import fake_mnist, run_cli
 from digitpairs import UserError, steps
@@ -151,3 +152,55 @@ def test_a_failed_capture_is_one_line(monkeypatch):
     with pytest.raises(UserError, match=r"^--cuda-graphs: capturing the training step failed \(operation not "
                                         r"permitted when stream is capturing\); run without --cuda-graphs$"):
         step(idx, steps.draw(net, cfg, 20))
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operators that a CUDA graph cannot capture: those that read a tensor back to the host (.item(),
+    bool(), nonzero, boolean masks, unique) or make a tensor from host data (torch.tensor)."""
+
+    NAMES = frozenset({"_local_scalar_dense", "nonzero", "masked_select", "lift_fresh", "lift_fresh_copy",
+                       "unique_dim", "_unique", "_unique2", "unique_consecutive", "equal", "is_nonzero",
+                       "repeat_interleave", "bincount", "histc", "multinomial", "randperm"})
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        masks = name in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()) if i is not None)
+        if name in self.NAMES or masks:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ARCHS)
+@pytest.mark.parametrize("matmul_conv", [False, True])
+def test_the_step_reads_nothing_back_to_the_host(name, matmul_conv, monkeypatch):
+    """What GraphedStep captures (its run(): forward, losses, backward, adam()) makes no host read and no tensor
+    from host data, for every registered architecture, with every augmentation and the L2 auxiliary loss, on
+    PyTorch's operators as on a GPU (the CPU's compiled kernels off): such an operator makes a capture fail."""
+    from digitpairs import bnrelu, ops
+
+    monkeypatch.setattr(ops, "library", lambda: None)
+    monkeypatch.setattr(bnrelu, "library", lambda: None)
+    arch = ARCHS[name]
+    cfg = train_module.arch_config(arch, CFG.replace(precision="bf16", matmul_conv=matmul_conv, shift=0.1,
+                                                     rotate=5.0, scale=0.1, elastic=0.03, aux_loss="l2"))
+    data = train_module.stack(datas([3, 4], cfg), 2, torch.device("cpu"))
+    net, opt, sched = train_module.build(arch, cfg, [3, 4], torch.device("cpu"), True, 5)
+    step = steps.GraphedStep(net, opt, sched, cfg, data)
+    step.stream, step.warm = object(), steps.GraphedStep.WARMUP  # as on a GPU, warmed up: the next step captures
+    guard = HostReads()  # the "capture" runs the step for real, under the guard
+
+    class Graph:
+        def replay(self):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, stream: guard)
+    before = [p.detach().clone() for p in net.parameters()]
+    step(torch.arange(20).repeat(len(net.rngs), 1), steps.draw(net, cfg, 20))
+    assert isinstance(step.graph, Graph) and guard.seen == []
+    assert all(not torch.equal(a, p) for a, p in zip(before, net.parameters()))  # it did train

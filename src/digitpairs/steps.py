@@ -49,7 +49,8 @@ def losses(arch: Arch, cfg: Config, cmp, digits, classes):
         l_digits = F.cross_entropy(digits.reshape(-1, 10), classes.reshape(-1), reduction="none",
                                    label_smoothing=cfg.label_smoothing).view(k, -1).mean(1)
     else:  # "l2": mean squared error between the softmax and the one-hot class
-        onehot = F.one_hot(classes, 10).to(digits.dtype)
+        # F.one_hot reads the classes' range back to the host on the CPU: a comparison does not (CUDA graphs)
+        onehot = (classes.unsqueeze(-1) == torch.arange(10, device=classes.device)).to(digits.dtype)
         l_digits = (digits.softmax(-1) - onehot).pow(2).reshape(k, -1).mean(1)
     if arch.objective == "digits":  # TransferLearn: the branch learns the digits, the comparison follows from them
         return l_digits, l_cmp
