@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -5,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitpairs import mnist
+from digitpairs import UserError, mnist, studyfile
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -38,3 +39,18 @@ def run_cli(*args, env=None, timeout=600, cwd=None):
     """Run `python -m digitpairs ARGS` in a subprocess (in the folder cwd); return the CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "digitpairs", *map(str, args)], capture_output=True, text=True, check=False,
                           env=env, timeout=timeout, cwd=cwd)
+
+
+def write_study(tmp_path: Path, text: str) -> Path:
+    """A study file study.toml with this text."""
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def assert_study_refused(tmp_path: Path, text: str, expected: str) -> None:
+    """Loading a study file with this text is one line that names the file and says `expected`."""
+    path = write_study(tmp_path, text)
+    with pytest.raises(UserError, match=re.escape(expected)) as e:
+        studyfile.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
