@@ -132,7 +132,8 @@ def test_the_gpu_options_are_run_options_not_the_study():
 
 def test_a_failed_capture_is_one_line(monkeypatch):
     """Where this torch cannot capture an operation of the step, --cuda-graphs ends with a UserError naming the
-    option, not a traceback (the capture mocked: the CPU has no graphs)."""
+    option and that operation's error, not a traceback, nor the error the capture's end raises after it (the
+    capture mocked: the CPU has no graphs)."""
     import contextlib
 
     cfg = CFG.replace(epochs=1)
@@ -142,12 +143,18 @@ def test_a_failed_capture_is_one_line(monkeypatch):
     step.stream, step.warm = object(), steps.GraphedStep.WARMUP  # as on a GPU, warmed up: the next step captures
 
     @contextlib.contextmanager
-    def failing(graph, stream):
-        yield
+    def failing(graph, stream):  # as torch.cuda.graph: its end fails too once an operation inside has failed
+        try:
+            yield
+        finally:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    def run(idx, draws):
         raise RuntimeError("operation not permitted when stream is capturing\nmore")
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: None)
     monkeypatch.setattr(torch.cuda, "graph", failing)
+    monkeypatch.setattr(step, "run", run)
     idx = torch.arange(20).repeat(1, 1)
     with pytest.raises(UserError, match=r"^--cuda-graphs: capturing the training step failed \(operation not "
                                         r"permitted when stream is capturing\); run without --cuda-graphs$"):

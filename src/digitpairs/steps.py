@@ -228,6 +228,8 @@ class GraphedStep(Step):
                 with torch.cuda.graph(graph, stream=self.stream):
                     self.run(*args)
             except RuntimeError as e:  # an operation this torch cannot capture: one line, not a traceback
+                while isinstance(e.__context__, RuntimeError):  # the cause, not the capture's end failing after it
+                    e = e.__context__
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise UserError(f"--cuda-graphs: capturing the training step failed ({first}); run without "
                                 "--cuda-graphs") from e
