@@ -31,6 +31,7 @@ for size in 28 14; do  # at 14, neither and both
     name=bench-$size$(echo $options | tr -d ' ')
     timeout 60 "$py" -m digitpairs bench --device cuda --size "$size" $options > "$out/$name.txt" 2>&1
     echo "$name: $(grep -E "^(engine|speedup)" "$out/$name.txt" | tr '\n' ' ')"
+    grep -q "^speedup" "$out/$name.txt" || echo "  $(tail -1 "$out/$name.txt")"  # the error's line
   done
 done
 
@@ -44,4 +45,5 @@ for options in "--cuda-graphs --matmul-conv" ""; do  # the new path first: the p
       --out "$out/$name" > "$out/$name.log" 2>&1; echo $? > "$out/$name.rc"; } 2> "$out/$name.time"
   echo "$name: exit $(cat "$out/$name.rc"), whole command $(cat "$out/$name.time"); training:" \
        "$(tr '\r' '\n' < "$out/$name.log" | grep -E "runs: 100%" | tail -1)"
+  [ "$(cat "$out/$name.rc")" = 0 ] || echo "  $(tr '\r' '\n' < "$out/$name.log" | tail -1)"
 done
