@@ -130,6 +130,15 @@ def test_the_gpu_options_are_run_options_not_the_study():
     assert identity(spec) == identity({"arch": {}, "config": Config().to_dict()})
 
 
+def about_to_capture(arch: Arch, cfg: Config, seeds: list[int]) -> steps.GraphedStep:
+    """A GraphedStep on the CPU set up as on a GPU after its warm-up steps: its next full step captures."""
+    data = train_module.stack(datas(seeds, cfg), len(seeds), torch.device("cpu"))
+    net, opt, sched = train_module.build(arch, cfg, seeds, torch.device("cpu"), True, 5)
+    step = steps.GraphedStep(net, opt, sched, cfg, data)
+    step.stream, step.warm = object(), steps.GraphedStep.WARMUP
+    return step
+
+
 def test_a_failed_capture_is_one_line(monkeypatch):
     """Where this torch cannot capture an operation of the step, --cuda-graphs ends with a UserError naming the
     option and that operation's error, not a traceback, nor the error the capture's end raises after it (the
@@ -137,10 +146,8 @@ def test_a_failed_capture_is_one_line(monkeypatch):
     import contextlib
 
     cfg = CFG.replace(epochs=1)
-    data = train_module.stack(datas([3]), 1, torch.device("cpu"))
-    net, opt, sched = train_module.build(ARCHS["siamese_ws"], cfg, [3], torch.device("cpu"), True, 5)
-    step = steps.GraphedStep(net, opt, sched, cfg, data)
-    step.stream, step.warm = object(), steps.GraphedStep.WARMUP  # as on a GPU, warmed up: the next step captures
+    step = about_to_capture(ARCHS["siamese_ws"], cfg, [3])
+    net = step.net
 
     @contextlib.contextmanager
     def failing(graph, stream):  # as torch.cuda.graph: its end fails too once an operation inside has failed
@@ -195,10 +202,8 @@ def test_the_step_reads_nothing_back_to_the_host(name, matmul_conv, monkeypatch)
     arch = ARCHS[name]
     cfg = train_module.arch_config(arch, CFG.replace(precision="bf16", matmul_conv=matmul_conv, shift=0.1,
                                                      rotate=5.0, scale=0.1, elastic=0.03, aux_loss="l2"))
-    data = train_module.stack(datas([3, 4], cfg), 2, torch.device("cpu"))
-    net, opt, sched = train_module.build(arch, cfg, [3, 4], torch.device("cpu"), True, 5)
-    step = steps.GraphedStep(net, opt, sched, cfg, data)
-    step.stream, step.warm = object(), steps.GraphedStep.WARMUP  # as on a GPU, warmed up: the next step captures
+    step = about_to_capture(arch, cfg, [3, 4])
+    net = step.net
     guard = HostReads()  # the "capture" runs the step for real, under the guard
 
     class Graph:
