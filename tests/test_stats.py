@@ -14,6 +14,7 @@ def test_mean_ci_is_the_t_interval():
     assert hi - m == pytest.approx(3.182446 * sd / 2, rel=1e-5)  # t(0.975, 3) from the tables
     assert (lo, hi) == pytest.approx(stats.t.interval(0.95, 3, loc=m, scale=stats.sem(xs)))
     assert math.isnan(mean_ci([0.5])[1])
+    assert mean_ci([0.5, 1.0], bounds=(0, 1))[2:] == (0, 1)  # t(0.975, 1) = 12.7: the interval cut to [0, 1]
 
 
 def test_paired_t_against_scipy():
@@ -21,7 +22,7 @@ def test_paired_t_against_scipy():
     diffs = [x - y for x, y in zip(a, b)]
     assert paired_t(diffs) == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert paired_t([1, 2, 3, 4]) == pytest.approx(0.030466, abs=1e-5)  # t = 3.873, df = 3
-    assert math.isnan(paired_t([0.01] * 5)) and paired_t([0.0] * 5) == 1.0 and paired_t([0.3]) == 1.0
+    assert math.isnan(paired_t([0.01] * 5)) and paired_t([0.0] * 5) == 1.0 and math.isnan(paired_t([0.3]))
 
 
 # (differences, the method used): no ties and no zeros: exact; ties or zeros: scipy's default ("auto")

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from digitpairs import UserError, studyfile, verdicts
-from digitpairs.report import compare
+from digitpairs.report import compare, words
 
 
 def row(name: str, counts: list[int], missing=()) -> dict:
@@ -29,6 +29,31 @@ def test_verdicts_follow_the_holm_corrected_paired_evidence():
     assert verdict({"text": "t", "better": "good", "worse": "twin"})["verdict"] == "not confirmed"
     assert verdict({"text": "t", "same": ["good", "twin"]})["verdict"] == "confirmed"
     assert verdict({"text": "t", "same": ["poor", "good"]})["verdict"] == "contradicted"
+
+
+def test_a_same_claim_needs_equivalence_not_only_no_significance():
+    """Noisy differences of a few points, not significant: no evidence of no difference. Confirmed only where the
+    95% interval lies within the margin."""
+    rows = [row("a", [950, 900, 960, 905, 955, 910]), row("b", [910, 950, 900, 955, 905, 950])]
+    noisy = verdict({"text": "t", "same": ["a", "b"]}, rows)
+    assert noisy["p"] > 0.05 and noisy["lo"] < -0.01 and noisy["verdict"] == "not confirmed"
+    assert verdict({"text": "t", "same": ["a", "b"], "margin": 10}, rows)["verdict"] == "confirmed"
+    assert "margin +-10 points" in verdicts.blocks([{"text": "t", "same": ["a", "b"], "margin": 10}], rows,
+                                                   compare(rows, 6))[1][2][0][2]
+    twins = verdict({"text": "t", "same": ["good", "twin"], "margin": 0.05})  # interval +-0.1 points
+    assert twins["verdict"] == "not confirmed"
+
+
+def test_an_undefined_t_test_checks_nothing():
+    same_gap = [row("a", [950, 960, 970]), row("b", [940, 950, 960])]  # 1 point in every round: t is 1/0
+    (comp,) = compare(same_gap, 3)
+    c = verdicts.check({"text": "t", "better": "a", "worse": "b"}, same_gap, [comp])
+    assert c["verdict"] == "not checked" and "undefined" in c["why"] and "+1.00 points" in c["why"]
+    assert "ahead of B by the same 1.0 points in every round" in words(comp)
+    one = [row("a", [950]), row("b", [900])]
+    (comp,) = compare(one, 1)
+    assert "2 rounds or more" in comp["skip"]
+    assert verdicts.check({"text": "t", "same": ["a", "b"]}, one, [comp])["verdict"] == "not checked"
 
 
 def test_claims_the_study_cannot_check():
@@ -79,6 +104,14 @@ BAD = {
                                  "compares two different variants"),
     "a name not a string": (A + '[[claims]]\nbetter = 3\nworse = "siamese_ws"\ntext = "t"\n',
                             "3 is no variant of this study"),
+    "a margin on a better claim": (A + '[[claims]]\nbetter = "siamese_ws_aux"\nworse = "siamese_ws"\nmargin = 1\n'
+                                       'text = "t"\n', "margin belongs to a same claim"),
+    "a margin of nan": (A + '[[claims]]\nsame = ["siamese_ws", "siamese_ws_aux"]\nmargin = nan\ntext = "t"\n',
+                        "a number of points in (0, 100]"),
+    "a margin as text": (A + '[[claims]]\nsame = ["siamese_ws", "siamese_ws_aux"]\nmargin = "1"\ntext = "t"\n',
+                         "a number of points in (0, 100], not '1'"),
+    "a margin of 0": (A + '[[claims]]\nsame = ["siamese_ws", "siamese_ws_aux"]\nmargin = 0\ntext = "t"\n',
+                      "a number of points in (0, 100], not 0"),
 }
 
 

@@ -29,12 +29,16 @@ def rounds_blocks(rows: list[dict], out: Path) -> list[tuple]:
                    "tick); a red cross marks the report's figure, where the report has one."))]
 
 
-def best(rows: list[dict]) -> tuple[dict, str]:
-    """The variant the report looks at first, and by what: the highest mean validation accuracy where every variant
-    has one, else the highest mean test accuracy (as `digitpairs predict` ranks them; the report only shows it)."""
+def best(rows: list[dict], model: str | None = None) -> tuple[dict, str]:
+    """The variant the report looks at first, and by what: as `digitpairs predict` chooses, the highest mean
+    validation accuracy where every variant has one, else the study file's `model`; else (the report only shows it,
+    predict asks) the highest mean test accuracy."""
     if all(r["val_mean"] is not None for r in rows):
-        return max(rows, key=lambda r: r["val_mean"]), "mean validation accuracy"
-    return max(rows, key=lambda r: r["mean"]), "mean test accuracy"
+        return max(rows, key=lambda r: r["val_mean"]), "the best variant here by mean validation accuracy"
+    named = [r for r in rows if r["arch"] == model]
+    if named:
+        return named[0], "the model the study file names"
+    return max(rows, key=lambda r: r["mean"]), "the best variant here by mean test accuracy"
 
 
 DIGITS = [  # the digit accuracy table (rows: digit_rows')
@@ -57,7 +61,7 @@ def digit_rows(rows: list[dict], found: dict) -> list[dict]:
         runs = list(found.get(r["arch"], {}).values())
         if r["objective"] == "comparison" or not runs:
             continue
-        mean, sd, lo, hi = mean_ci([answers.digit_accuracy(run) for run in runs])
+        mean, sd, lo, hi = mean_ci([answers.digit_accuracy(run) for run in runs], bounds=(0, 1))
         right, total = answers.digits_read(runs)
         by_digit = np.where(total > 0, right / np.maximum(total, 1), np.inf)  # a digit with no image: not hardest
         hardest = int(by_digit.argmin())
@@ -66,7 +70,7 @@ def digit_rows(rows: list[dict], found: dict) -> list[dict]:
     return out
 
 
-def answer_blocks(rows: list[dict], found: dict, out: Path) -> list[tuple]:
+def answer_blocks(rows: list[dict], found: dict, out: Path, model: str | None = None) -> list[tuple]:
     """The sections read from the runs' answers; in a store written before answers were kept, one line saying so."""
     if not found:
         return [("h2", "What the networks get wrong"),
@@ -80,7 +84,7 @@ def answer_blocks(rows: list[dict], found: dict, out: Path) -> list[tuple]:
                           "test pair) whose digit the branch reads right, as it answered after the last epoch "
                           "(members and test-time views averaged), mean over rounds; the hardest digit is the one "
                           "it reads least often right."))]
-    top, by = best(rows)
+    top, by = best(rows, model)
     shown = [r for r in [top] + [r for r in rows if r["arch"] == REFERENCE and r is not top] if r["arch"] in found]
     if shown:
         grids = [(f"{r['label']}: {r['mean']:.4f}", *answers.grid(list(found[r["arch"]].values()))) for r in shown]
@@ -108,7 +112,7 @@ def gallery_blocks(row: dict, by: str, runs: dict[int, dict], out: Path) -> list
                       "read": tuple(run["read"][at]), "p_le": float(run["p_le"][at]), "round": rnd})
     plot_gallery(pairs, f"{row['label']}: wrong test pairs", out / "gallery.png")
     return [("h3", f"Wrong test pairs of {row['label']}"), ("img", "gallery.png", "wrong test pairs"),
-            ("p", (f"{len(pairs)} of the wrong answers of {row['label']} (the best variant here by {by}), the "
+            ("p", (f"{len(pairs)} of the wrong answers of {row['label']} ({by}), the "
                    "first ones of each round in turn: the two images as the network saw them (stored with the run, before "
                    "normalisation), their true digits, the digits the branch read and P(first <= second), the "
                    "mlp head's probability or the one from the two digit distributions."))]

@@ -20,7 +20,9 @@ def plot_curves(curves: list[dict], rows: list[dict], path: Path, title: str) ->
             mean = np.array([np.mean(v) for v in vals])
             sd = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals])
             line, = ax.plot(epochs, mean, label=row["label"])
-            ax.fill_between(epochs, np.maximum(mean - sd, 0), mean + sd, color=line.get_color(), alpha=0.2, lw=0)
+            top = 1 if key == "test_acc" else np.inf  # the band within what the values can be
+            ax.fill_between(epochs, np.maximum(mean - sd, 0), np.minimum(mean + sd, top), color=line.get_color(),
+                            alpha=0.2, lw=0)
     axes[0].set(title="Training loss L_cmp (without the auxiliary term)", xlabel="epoch", ylabel="BCE")
     axes[1].set(title="Test accuracy", xlabel="epoch", ylabel="accuracy")
     for ax in axes:

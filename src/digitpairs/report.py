@@ -56,7 +56,7 @@ def summarise(spec: dict, runs: list[dict]) -> list[dict]:
         if not rs:
             continue
         accs = {r["round"]: r["test_acc"] for r in rs}
-        mean, sd, lo, hi = mean_ci(list(accs.values()))
+        mean, sd, lo, hi = mean_ci(list(accs.values()), bounds=(0, 1))
         vals = [r["val_acc"] for r in rs if r["val_acc"] is not None]
         paper = v["arch"].get("report") or (None, None, None)
         rows.append({
@@ -80,12 +80,15 @@ def compare(rows: list[dict], rounds: int) -> list[dict]:
             gaps = "; ".join(f"{r['label']} lacks round(s) {r['missing']}" for r in (a, b) if r["missing"])
             out.append({"a": a, "b": b, "skip": f"not compared: {gaps}"})
             continue
+        if rounds < 2:
+            out.append({"a": a, "b": b, "skip": "not compared: a paired test needs 2 rounds or more"})
+            continue
         # each round's difference from the counts, (count_a - count_b) / n_test: the same count, the same number
         exact = [Fraction(*a["correct"][r]) - Fraction(*b["correct"][r]) for r in range(rounds)]
         if sum(exact) < 0:  # state every comparison as better minus worse
             a, b, exact = b, a, [-d for d in exact]
         diffs = [float(d) for d in exact]
-        mean, _, lo, hi = mean_ci(diffs)
+        mean, _, lo, hi = mean_ci(diffs, bounds=(-1, 1))
         p_w, method = wilcoxon(diffs)
         out.append({"a": a, "b": b, "diff": mean, "lo": lo, "hi": hi, "wins": sum(d > 0 for d in diffs),
                     "n": len(diffs), "p_t": paired_t(diffs), "p_w": p_w, "w_method": method})
@@ -100,6 +103,9 @@ def words(c: dict) -> str:
     if "skip" in c:
         return f"{c['a']['label']} vs {c['b']['label']}: {c['skip']}."
     a, b, pts = c["a"]["label"], c["b"]["label"], 100 * c["diff"]
+    if math.isnan(c["p_t_holm"]):  # the same nonzero difference in every round: t is x/0
+        return (f"{a} is ahead of {b} by the same {pts:.1f} points in every round: the paired t-test is undefined "
+                f"(Wilcoxon p {_p(c['p_w_holm'])}).")
     if c["p_t_holm"] < 0.05:
         return f"{a} beats {b} by {pts:.1f} points, p {_p(c['p_t_holm'])}, in {c['wins']} of {c['n']} rounds."
     return (f"{a} and {b} do not differ significantly ({pts:.1f} points, p {_p(c['p_t_holm'])}); "
@@ -204,7 +210,7 @@ COMPARISON = [  # the paired comparisons' table (rows: report.compare's)
     Column("Better", lambda c: c["a"]["label"]),
     Column("Worse", lambda c: c["b"]["label"]),
     Column("Difference (points)", lambda c: _points(c, "diff")),
-    Column("95% CI", lambda c: "" if "skip" in c else f"{_points(c, 'lo')} - {_points(c, 'hi')}"),
+    Column("95% CI (unadjusted)", lambda c: "" if "skip" in c else f"{_points(c, 'lo')} - {_points(c, 'hi')}"),
     Column("paired t p (Holm)", lambda c: "" if "skip" in c else _pv(c["p_t_holm"])),
     Column("Wilcoxon p (Holm)", lambda c: "" if "skip" in c else _pv(c["p_w_holm"])),
     Column("Wilcoxon method", lambda c: "" if "skip" in c else WILCOXON_METHODS[c["w_method"]]),
@@ -218,8 +224,10 @@ def comparison_blocks(rows: list[dict], comps: list[dict]) -> list[tuple]:
         return []
     blocks = [("h2", "Paired comparisons"), table(COMPARISON, comps),
               ("p", ("Differences are per round (rounds share their pairs), better minus worse, in percentage "
-                     "points, from the counts of correct test pairs; p-values (scipy.stats) are Holm-corrected "
-                     f"over all {len(comps)} comparisons. Wilcoxon signed-rank: exact where a comparison's "
+                     "points, from the counts of correct test pairs, with the t-interval of their mean (one "
+                     "comparison's 95%, not adjusted for the others); p-values (scipy.stats) are Holm-corrected "
+                     f"over all {len(comps)} comparisons, so a p above 0.05 may stand beside an interval that "
+                     "excludes 0. Wilcoxon signed-rank: exact where a comparison's "
                      "differences have no ties and no zeros; otherwise scipy's default, all sign flips for up "
                      "to 13 rounds, else the normal approximation, zero differences dropped.")),
               ("li", [words(c) for c in comps])]
@@ -227,7 +235,7 @@ def comparison_blocks(rows: list[dict], comps: list[dict]) -> list[tuple]:
     return blocks + (beyond(rows, comps) if has_report else [])
 
 
-def figure_blocks(store: Store, study: str, rows: list[dict], out: Path) -> list[tuple]:
+def figure_blocks(store: Store, study: str, rows: list[dict], runs: list[dict], out: Path) -> list[tuple]:
     """Figure 2 (the Siamese ablation steps) and the curves of every variant."""
     steps = [r for r in rows if not r["sweep"] and r["head"] == "mlp"]  # the Siamese ablation steps
     curves = store.curves(study)
@@ -237,7 +245,13 @@ def figure_blocks(store: Store, study: str, rows: list[dict], out: Path) -> list
         blocks += [("h2", "Figure 2: training L_cmp and test accuracy per epoch (mean +- SD over rounds)"),
                    ("img", "figure2.png", "Figure 2")]
     plot_curves(curves, rows, out / "curves.png", "All variants")
-    return blocks + [("h2", "Training curves of every variant"), ("img", "curves.png", "curves")]
+    blocks += [("h2", "Training curves of every variant"), ("img", "curves.png", "curves")]
+    tta = {r["arch"] for r in runs if r["config"].get("config", {}).get("tta", 1) > 1}
+    views = [row["label"] for row in rows if row["arch"] in tta]
+    if views:  # train.py: the test-time views cost, so only the final evaluation takes them
+        blocks.append(("p", (f"The last epoch's test accuracy of {', '.join(views)} is over its test-time views (the "
+                             "final figure); the epochs before it are over the image alone.")))
+    return blocks
 
 
 def sweep_columns(key: str) -> list[Column]:
@@ -279,12 +293,12 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
               ("h2", "Test accuracy over rounds"), accuracy_table(spec, rows, out),
               ("p", ("Each round draws fresh pairs and a fresh initialisation from its seed (base seed + round); "
                      "within a round every variant trains on the same pairs. SD: sample standard deviation over "
-                     "rounds; 95% CI: t-interval for the mean."))]
+                     "rounds; 95% CI: t-interval for the mean, cut to [0, 1] where it reaches beyond."))]
     blocks += explain.rounds_blocks(rows, out)
     blocks += comparison_blocks(rows, comps)
     blocks += verdicts.blocks(spec.get("claims"), rows, comps)
-    blocks += explain.answer_blocks(rows, answers.load(store.db, study), out)
-    blocks += figure_blocks(store, study, rows, out)
+    blocks += explain.answer_blocks(rows, answers.load(store.db, study), out, spec.get("model"))
+    blocks += figure_blocks(store, study, rows, runs, out)
     blocks += sweep_blocks(spec, rows, out)
     blocks += provenance_blocks(runs)
     blocks += [("h2", "Config"), ("code", json.dumps(spec, indent=1, sort_keys=True))]

@@ -18,14 +18,17 @@ WILCOXON_METHODS = {  # how a p-value was computed, as the report names it
 }
 
 
-def mean_ci(xs: list[float], level: float = 0.95) -> tuple[float, float, float, float]:
-    """(mean, SD, low, high) with a t-interval for the mean; SD and interval are nan for fewer than 2 values."""
+def mean_ci(xs: list[float], level: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+            ) -> tuple[float, float, float, float]:
+    """(mean, SD, low, high) with a t-interval for the mean, cut to the bounds the values cannot leave (an
+    accuracy's [0, 1]: with few rounds the t-interval reaches beyond them); SD and interval are nan for fewer
+    than 2 values."""
     m = statistics.fmean(xs)
     if len(xs) < 2:
         return m, math.nan, math.nan, math.nan
     sd = statistics.stdev(xs)
     half = float(stats.t.ppf(0.5 + level / 2, len(xs) - 1)) * sd / math.sqrt(len(xs))
-    return m, sd, m - half, m + half
+    return m, sd, max(m - half, bounds[0]), min(m + half, bounds[1])
 
 
 def paired_t(diffs: list[float]) -> float:
@@ -33,9 +36,9 @@ def paired_t(diffs: list[float]) -> float:
 
     Where the differences do not vary, t is 0/0 or x/0: p is 1 when they are all 0, and undefined (nan, as scipy
     gives: never counted as significant) when they are all the same other number; with fewer than two differences
-    there is no test: p is 1."""
+    there is no test: p is undefined too."""
     if len(diffs) < 2:
-        return 1.0
+        return math.nan
     if len(set(diffs)) == 1:
         return 1.0 if diffs[0] == 0 else math.nan
     return float(stats.ttest_1samp(diffs, 0.0).pvalue)

@@ -8,21 +8,28 @@ report reads them from the store:
     worse = "siamese_ws"
     text = "TransferLearn beats Siamese WS."
     [[claims]]
-    same = ["siamese_ws_aux_bn", "siamese_ws_aux_bn_drop"]   # no significant difference between the two
+    same = ["siamese_ws_aux_bn", "siamese_ws_aux_bn_drop"]   # the two are equally accurate, within the margin
+    margin = 1                                               # in points of accuracy (default 1)
     text = "Dropout on top of BatchNorm changes nothing significant."
 
 The evidence is the paired comparison of the two variants over the rounds (report.compare): the mean difference
 with its 95% interval and the paired t-test, Holm-corrected over all the report's comparisons. The verdict, at the
 5% level: a `better` claim is confirmed where the difference is significant in its direction, contradicted where it
-is significant the other way, and not confirmed otherwise; a `same` claim is confirmed where the difference is not
-significant and contradicted where it is. A claim on a variant the study lacks, or lacks rounds of, is not checked.
+is significant the other way, and not confirmed otherwise. A `same` claim is contradicted where the difference is
+significant, and confirmed only where the 95% interval of the difference lies within +-margin (two one-sided tests,
+each at 2.5%); a difference that is merely not significant is no evidence that there is none (few rounds detect
+little), so the claim is then not confirmed. A claim on a variant the study lacks or lacks rounds of, or whose t-test
+is undefined (the same difference in every round, or a single round), is not checked.
 """
+
+import math
 
 from digitpairs import UserError
 from digitpairs.render import Column, table
 
 LEVEL = 0.05  # significance level of the Holm-corrected paired t-test
-KEYS = {"text", "better", "worse", "same"}
+MARGIN = 1.0  # a `same` claim's default margin of equivalence, in points of accuracy
+KEYS = {"text", "better", "worse", "same", "margin"}
 
 
 def parse(claims, where: str, known: set[str]) -> list[dict]:
@@ -53,8 +60,13 @@ def parse(claims, where: str, known: set[str]) -> list[dict]:
                 raise UserError(f"{here}: {name!r} is no variant of this study nor a registered architecture")
         if names[0] == names[1]:
             raise UserError(f"{here}: a claim compares two different variants, not {names[0]!r} with itself")
-        out.append({"text": text, kind: names} if kind == "same" else
-                   {"text": text, "better": names[0], "worse": names[1]})
+        margin = claim.get("margin")  # stored only where given: the specs of studies without one stay as they were
+        if margin is not None and (kind != "same" or isinstance(margin, bool) or not isinstance(margin, (int, float))
+                                   or not 0 < margin <= 100):
+            raise UserError(f"{here}: margin belongs to a same claim and is a number of points in (0, 100], "
+                            f"not {margin!r}")
+        out.append(({"text": text, kind: names} | ({} if margin is None else {"margin": margin})) if kind == "same"
+                   else {"text": text, "better": names[0], "worse": names[1]})
     return out
 
 
@@ -74,12 +86,17 @@ def check(claim: dict, rows: list[dict], comps: list[dict]) -> dict:
     a, b = (c["a"], c["b"])[::sign]
     ahead = sum(a["correct"][r][0] * b["correct"][r][1] > b["correct"][r][0] * a["correct"][r][1]
                 for r in a["correct"])
+    if math.isnan(c["p_t_holm"]):
+        return claim | {"verdict": "not checked", "why": (f"the paired t-test is undefined: {first} is "
+                                                          f"{100 * sign * c['diff']:+.2f} points from {second} "
+                                                          f"in every round")}
     significant = c["p_t_holm"] < LEVEL
+    lo, hi = sorted((sign * c["lo"] + 0.0, sign * c["hi"] + 0.0))  # + 0.0: no "-0.00"
     if "same" in claim:
-        verdict = "contradicted" if significant else "confirmed"
+        margin = claim.get("margin", MARGIN) / 100
+        verdict = "contradicted" if significant else "confirmed" if -margin <= lo and hi <= margin else "not confirmed"
     else:
         verdict = "not confirmed" if not significant else "confirmed" if sign > 0 else "contradicted"
-    lo, hi = sorted((sign * c["lo"] + 0.0, sign * c["hi"] + 0.0))  # + 0.0: no "-0.00"
     return claim | {"verdict": verdict, "diff": sign * c["diff"] + 0.0, "lo": lo, "hi": hi, "p": c["p_t_holm"],
                     "ahead": ahead, "n": c["n"], "why": ""}
 
@@ -88,8 +105,10 @@ def _evidence(c: dict) -> str:
     if "diff" not in c:
         return c["why"]
     p = "< 0.001" if c["p"] < 0.001 else f"= {c['p']:.3f}"
+    m = c.get("margin", MARGIN)
+    margin = f"; margin +-{m:g} point{'s' * (m != 1)}" if "same" in c else ""
     return (f"{100 * c['diff']:+.2f} points (95% CI {100 * c['lo']:+.2f} to {100 * c['hi']:+.2f}), p {p}, "
-            f"ahead in {c['ahead']} of {c['n']} rounds")
+            f"ahead in {c['ahead']} of {c['n']} rounds{margin}")
 
 
 COLUMNS = [
@@ -112,5 +131,7 @@ def blocks(claims: list[dict] | None, rows: list[dict], comps: list[dict]) -> li
                    "variant minus the second, per round from the counts of correct test pairs, with its 95% "
                    "interval; p is the paired t-test's, Holm-corrected over all comparisons above. At the 5% level, "
                    "a claim that one variant beats another is confirmed if the difference is significant in its "
-                   "direction, contradicted if significant the other way, and not confirmed otherwise; a claim "
-                   "of no difference is confirmed if it is not significant and contradicted if it is."))]
+                   "direction, contradicted if significant the other way, and not confirmed otherwise. A claim "
+                   "of no difference is contradicted if the difference is significant, and confirmed only if its "
+                   "95% interval lies within the claim's margin (equivalence; a difference that is merely not "
+                   "significant is no evidence that there is none), else not confirmed."))]
