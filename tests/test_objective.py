@@ -70,12 +70,13 @@ def test_a_study_stored_before_objective_still_resumes(tmp_path, name):
     """A shipped study as stored before (aux and head in each variant's arch) and as built now (objective) are the
     same study: the store accepts the new spec without a difference, and keeps the file's claims for the report."""
     new = json.loads(json.dumps(studyfile.load(studyfile.shipped(name)).spec()))
-    old = {k: v for k, v in new.items() if k != "claims"} | {  # nor had it claims
+    old = {k: v for k, v in new.items() if k not in ("claims", "model")} | {  # nor had it claims or a model
         "variants": [v | {"arch": old_form(v["arch"], v["base"])} for v in new["variants"]]}
     store = Store(tmp_path / "s.sqlite")
     store.ensure_study(name, old)
     store.ensure_study(name, new)
     assert store.study_config(name).get("claims") == new.get("claims")
+    assert store.study_config(name).get("model") == new.get("model")
     store.close()
 
 

@@ -65,16 +65,24 @@ def expected(store_path, arch, rounds, first, second) -> list[dict]:
     return predict.answer(models, [images.read(p) for p in first], [images.read(p) for p in second])
 
 
-def test_two_images_with_the_best_variants_ensemble(capsys, store_path, digits):
+def test_two_images_with_the_study_models_ensemble(capsys, tmp_path, store_path, digits):
+    """Without a validation split, the variant the study file names (never the best on the test pairs), all its
+    rounds; without one named either, the user names it."""
     rc, out, err = run(capsys, digits / "a.png", digits / "b.jpg", "--store", store_path)
-    assert rc == 0, err
-    s = Store(store_path, create=False)
+    assert rc == 2 and not out and err == ("digitpairs: error: study 'st' has no validation split to choose a variant "
+                                           "by (and its file names no `model`): choose one with --arch (siamese_ws_aux,"
+                                           " transfer)\n")
+    named = shutil.copy(store_path, tmp_path / "named.sqlite")
+    s = Store(named)
     runs = s.runs("st")
+    worst = min(VARIANTS, key=lambda a: statistics.fmean(r["test_acc"] for r in runs if r["arch"] == a))
+    s.ensure_study("st", {"rounds": 2, "model": worst})
     s.close()
-    best = max(VARIANTS, key=lambda a: statistics.fmean(r["test_acc"] for r in runs if r["arch"] == a))
-    [a] = expected(store_path, best, [0, 1], [digits / "a.png"], [digits / "b.jpg"])
+    rc, out, err = run(capsys, digits / "a.png", digits / "b.jpg", "--store", named)
+    assert rc == 0, err
+    [a] = expected(store_path, worst, [0, 1], [digits / "a.png"], [digits / "b.jpg"])
     assert out.splitlines() == [
-        f"model: study st, variant {best}, rounds 0, 1 (an ensemble of 2)",
+        f"model: study st, variant {worst}, rounds 0, 1 (an ensemble of 2)",
         f"first:  {digits / 'a.png'} reads {a['digit_first']} (p {a['p_first']:.3f})",
         f"second: {digits / 'b.jpg'} reads {a['digit_second']} (p {a['p_second']:.3f})",
         f"P(first <= second) = {a['p_le']:.3f}",
@@ -153,6 +161,8 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, store_path, digits, 
     }[case]
     if "--store" not in args:
         args = [*args, "--store", store_path]
+    if "--arch" not in args:  # the study has no validation split: predict asks which variant
+        args = [*args, "--arch", "siamese_ws_aux"]
     rc, out, err = run(capsys, *args)
     assert rc == 2 and out == "" and len(err.splitlines()) == 1 and match in err, err
     if case == "out is the pairs file":

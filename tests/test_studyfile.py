@@ -12,6 +12,7 @@ def test_shipped_studies_load():
     assert all(v.cfg.n_val == 200 for v in alpha.variants) and alpha.select == "val"
     aux = studyfile.load(studyfile.shipped("aux_loss"))
     assert {v.cfg.aux_loss for v in aux.variants} == {"ce", "l2"} and len(aux.variants) == 4
+    assert paper.model == paper.spec()["model"] == "ws_bn_aug_bayes" and "model" not in alpha.spec()
 
 
 def test_overrides_sweeps_and_quick(tmp_path):
@@ -54,6 +55,8 @@ BAD |= {  # every key, with a wrong type, a negative, a zero, a huge value, NaN/
     "rounds float": ('rounds = 3.0\n' + A, "rounds must be int, not 3.0"),
     "rounds bool": ('rounds = true\n' + A, "rounds must be int, not True"),
     "select": ('select = "test"\n' + A, 'select must be "val"'),
+    "model unknown": ('model = "siamese_xx"\n' + A, "model 'siamese_xx' is no variant of this study"),
+    "model a list": ('model = ["siamese_ws"]\n' + A, "model must be str, not ['siamese_ws']"),
     "archs missing": ('rounds = 2\n', "archs must be a non-empty list"),
     "archs a string": ('archs = "siamese_ws"\n', "archs must be a non-empty list"),
     "archs entry a number": ('archs = [5]\n', "each entry of archs is a name or a table with a name"),

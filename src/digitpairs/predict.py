@@ -3,8 +3,8 @@
     digitpairs predict a.png b.jpg                        # the digit read in each, P(first <= second), the answer
     digitpairs predict --pairs pairs.csv [--out out.csv]  # columns first,second (paths relative to the CSV)
 
-The model is, by default, the best variant of the newest study in the store, all its kept rounds together as an
-ensemble: the digit probabilities and the comparison probabilities are averaged over rounds (and over a round's
+The model is, by default, a variant of the newest study in the store chosen without its test pairs (choose()), all
+its kept rounds together as an ensemble: the digit probabilities and the comparison probabilities are averaged over rounds (and over a round's
 members and test-time views, as the study evaluated it); the answer then follows the variant's head, as in
 PairNet.predict. Each round's images are prepared with that round's own normalisation (images.prepare).
 """
@@ -43,9 +43,10 @@ def probabilities(net: PairNet, cfg, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def choose(store, study: str | None, arch: str | None, round: int | None) -> tuple[str, str, list[int]]:
-    """(study, variant, rounds) of the models to ask: by default the newest study, its best variant among those with
-    kept models (by mean validation accuracy where every one has it, else by mean test accuracy, as its report ranks
-    them), and all its kept rounds."""
+    """(study, variant, rounds) of the models to ask: by default the newest study, and of its variants with kept
+    models the one with the best mean validation accuracy where every one has it, else the one its study file names
+    (`model`), else its only one; and all its kept rounds. Never by test accuracy: the test figures of the variant
+    chosen on them would flatter it."""
     studies = store.studies()
     if not studies:
         raise UserError(f"the store {store.path} holds no study yet: run `digitpairs reproduce` first")
@@ -56,8 +57,14 @@ def choose(store, study: str | None, arch: str | None, round: int | None) -> tup
         raise keep.no_model(store, study)
     if arch is None:
         runs = [r for r in store.runs(study) if r["arch"] in have]
-        score = "val_acc" if all(r["val_acc"] is not None for r in runs) else "test_acc"
-        arch = max(have, key=lambda a: statistics.fmean(r[score] for r in runs if r["arch"] == a))
+        named = store.study_config(study).get("model")
+        if all(r["val_acc"] is not None for r in runs):
+            arch = max(have, key=lambda a: statistics.fmean(r["val_acc"] for r in runs if r["arch"] == a))
+        elif named in have or len(have) == 1:
+            arch = named if named in have else next(iter(have))
+        else:
+            raise UserError(f"study {study!r} has no validation split to choose a variant by (and its file names no "
+                            f"`model`): choose one with --arch ({', '.join(have)})")
     elif arch not in have:
         raise UserError(f"no kept model of variant {arch!r} in study {study!r}: choose from {', '.join(have)}")
     if round is not None and round not in have[arch]:

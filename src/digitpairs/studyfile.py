@@ -4,6 +4,7 @@
     rounds = 10
     archs = ["siamese_ws_aux", {name = "siamese_ws", dropout = true, variant = "ws_drop"}]
     select = "val"                 # optional: choose each sweep's value by validation accuracy
+    model = "siamese_ws_aux"       # optional: the variant `digitpairs predict` answers with (default: by validation)
     [config]                       # Config fields for every run (see digitpairs.config.Config)
     n_val = 200
     [sweep]                        # every architecture x every value (Config fields or Arch flags)
@@ -38,7 +39,7 @@ from digitpairs.models import ARCHS, get_arch, own_settings
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 ARCH_FLAGS = {"share": bool, "objective": str, "bn": bool, "dropout": bool, "head": str}
 CHOICES = {"head": HEADS, "objective": OBJECTIVES}  # the Arch flags that take one of a few words
-TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select", "claims"}
+TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select", "claims", "model"}
 ARCH_KEYS = {"name", "variant", "label"} | set(ARCH_FLAGS) | set(CONFIG_FIELDS)
 NAME = re.compile(r"[A-Za-z0-9_\-.,=+\[\]]+")  # study and variant names: safe as a folder's name on every system
 MAX_NAME = 100
@@ -62,14 +63,15 @@ class Study:
     variants: tuple[Variant, ...]
     select: str | None = None  # "val": sweeps choose by validation accuracy
     claims: tuple[dict, ...] = ()  # what the report checks on the study's rounds (verdicts.py)
+    model: str | None = None  # the variant predict uses, named beforehand: choosing it on test would flatter it
 
     def spec(self) -> dict:
-        """What identifies the study in the store: its variants and their configs; and its claims, where it has
-        any (they are read by the report, not part of what was trained)."""
+        """What identifies the study in the store: its variants and their configs; and its claims and model, where
+        it names them (they are read by the report and predict, not part of what was trained)."""
         return {"rounds": self.rounds, "select": self.select,
                 "variants": [{"name": v.name, "base": v.base, "sweep": dict(v.sweep), "arch": v.arch.to_dict(),
                               "config": v.cfg.to_dict()} for v in self.variants]} | (
-            {"claims": list(self.claims)} if self.claims else {})
+            {"claims": list(self.claims)} if self.claims else {}) | ({"model": self.model} if self.model else {})
 
 
 def shipped(name: str) -> Path:
@@ -158,7 +160,10 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
     if len(set(names)) != len(names):
         raise UserError(f"{where}: two archs entries make the same variant; give one a `variant` name")
     claims = verdicts.parse(spec.get("claims", []), where, set(names) | set(ARCHS))
-    return Study(name, rounds, tuple(variants), select, tuple(claims))
+    model = spec.get("model")  # a registered architecture too: `reproduce --archs` may leave it out of the study
+    if model is not None and _value(where, "model", model, str) not in set(names) | set(ARCHS):
+        raise UserError(f"{where}: model {model!r} is no variant of this study nor a registered architecture")
+    return Study(name, rounds, tuple(variants), select, tuple(claims), model)
 
 
 def _file_config(config, where: str, quick: bool, overrides: dict) -> Config:
