@@ -15,9 +15,9 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
-from digitpairs import UserError, answers, explain, verdicts
+from digitpairs import UserError, answers, explain, sweeps, verdicts
 from digitpairs.config import Config, objective_of
-from digitpairs.figures import plot_curves, plot_sweep
+from digitpairs.figures import plot_curves
 from digitpairs.provenance import provenance_blocks
 from digitpairs.render import Column, csv_rows, render_html, render_md, table
 from digitpairs.stats import WILCOXON_METHODS, holm, mean_ci, paired_t, wilcoxon
@@ -64,7 +64,7 @@ def summarise(spec: dict, runs: list[dict]) -> list[dict]:
             "head": v["arch"]["head"], "objective": objective_of(v["arch"]),
             "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi, "n_params": rs[0]["n_params"],
             "rounds": len(rs), "missing": [r for r in range(spec["rounds"]) if r not in accs],
-            "val_mean": statistics.fmean(vals) if vals else None,
+            "val_mean": statistics.fmean(vals) if vals else None, "vals": {r["round"]: r["val_acc"] for r in rs},
             "val_sd": statistics.stdev(vals) if len(vals) > 1 else None,
             "wall_s": statistics.fmean(r["wall_s"] for r in rs), "accs": accs,
             "correct": {r["round"]: correct(r) for r in rs},
@@ -134,23 +134,6 @@ def beyond(rows: list[dict], comps: list[dict]) -> list[tuple]:
             ("p", ("Rows marked \"beyond the report\" are architectures the report did not run; here they face the "
                   "report's best by its own figures and the best of its architectures in this study (paired over "
                   "the rounds, Holm-corrected as above).")), ("li", lines)]
-
-
-def sweeps(spec: dict, rows: list[dict]) -> dict[str, list[dict]]:
-    """{sweep key: rows of the variants that sweep it}; each row gains `chosen` when the study selects on val."""
-    keys = {k for v in spec["variants"] for k in v["sweep"]}
-    out = {}
-    for key in sorted(keys):
-        group = [r for r in rows if key in r["sweep"]]
-        for base in {r["base"] for r in group}:
-            mine = [r for r in group if r["base"] == base]
-            with_val = [r for r in mine if r["val_mean"] is not None]
-            if spec.get("select") == "val" and with_val:
-                best = max(with_val, key=lambda r: r["val_mean"])  # validation only: the test set never chooses
-                for r in mine:
-                    r["chosen"] = r is best
-        out[key] = group
-    return out
 
 
 def writable_dir(out: Path) -> Path:
@@ -254,31 +237,6 @@ def figure_blocks(store: Store, study: str, rows: list[dict], runs: list[dict], 
     return blocks
 
 
-def sweep_columns(key: str) -> list[Column]:
-    """The table of a swept key (rows: summarise's, of the variants that sweep it)."""
-    return [Column(key, lambda r: str(r["sweep"][key])), Column("Architecture", lambda r: r["base"]),
-            Column("Val. accuracy", lambda r: _f(r["val_mean"])), Column("SD", lambda r: _f(r["val_sd"])),
-            Column("Test accuracy", lambda r: _f(r["mean"])), Column("SD", lambda r: _f(r["sd"])),
-            Column("Chosen", lambda r: "yes" if r.get("chosen") else "")]
-
-
-def sweep_blocks(spec: dict, rows: list[dict], out: Path) -> list[tuple]:
-    """Per swept key: its figure, its table, and the value chosen on validation accuracy."""
-    blocks = []
-    for key, group in sweeps(spec, rows).items():
-        plot_sweep(key, group, out / f"sweep_{key}.png")
-        chosen = [r for r in group if r.get("chosen")]
-        blocks += [("h2", f"Sweep of {key}"), ("img", f"sweep_{key}.png", f"sweep of {key}"),
-                   table(sweep_columns(key), group)]
-        if chosen:
-            blocks += [("p", " ".join(f"Chosen on validation accuracy for {r['base']}: {key} = {r['sweep'][key]} "
-                                      f"(validation {_f(r['val_mean'])}); test accuracy there {_f(r['mean'])} +- "
-                                      f"{_f(r['sd'])}." for r in chosen))]
-        elif spec.get("select") == "val":
-            blocks += [("p", "No validation split (n_val = 0): nothing is chosen.")]
-    return blocks
-
-
 def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
     """Compute every table and figure of the study (figures are written to out); return the report's blocks."""
     spec, runs = store.study_config(study), store.runs(study)
@@ -299,7 +257,7 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
     blocks += verdicts.blocks(spec.get("claims"), rows, comps)
     blocks += explain.answer_blocks(rows, answers.load(store.db, study), out, spec.get("model"))
     blocks += figure_blocks(store, study, rows, runs, out)
-    blocks += sweep_blocks(spec, rows, out)
+    blocks += sweeps.blocks(spec, rows, out)
     blocks += provenance_blocks(runs)
     blocks += [("h2", "Config"), ("code", json.dumps(spec, indent=1, sort_keys=True))]
     return blocks
