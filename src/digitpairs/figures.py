@@ -35,10 +35,11 @@ def plot_curves(curves: list[dict], rows: list[dict], path: Path, title: str) ->
 
 
 def plot_sweep(key: str, group: list[dict], path: Path) -> None:
-    """Validation accuracy (mean +- SD over rounds) against the swept value, one line per architecture."""
+    """Validation accuracy (mean +- SD over rounds) against the swept value, one line per variant that differs only in
+    it (rows: sweeps.chosen's, with their family)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for base in dict.fromkeys(r["base"] for r in group):
-        mine = [r for r in group if r["base"] == base]
+    for base in dict.fromkeys(r["family"] for r in group):
+        mine = [r for r in group if r["family"] == base]
         xs = [str(r["sweep"][key]) for r in mine]
         use_val = all(r["val_mean"] is not None for r in mine)
         ys = [r["val_mean"] if use_val else r["mean"] for r in mine]

@@ -4,7 +4,9 @@ the chosen one on the validation pairs, so that a choice can be read with its un
 chooses.
 """
 
+import json
 import math
+import re
 from pathlib import Path
 
 from digitpairs.figures import plot_sweep
@@ -16,16 +18,33 @@ def _f(x) -> str:
     return "" if x is None or math.isnan(x) else f"{x:.4f}"  # nan: an SD of one round
 
 
+def family(spec: dict, row: dict, key: str) -> str:
+    """The variants that differ only in the swept key's value, as one string: the architecture's flags and the
+    config without that key (two variants of one base architecture, say with and without BatchNorm, are two)."""
+    v = next(v for v in spec["variants"] if v["name"] == row["arch"])
+    arch = {k: x for k, x in v["arch"].items() if k not in ("name", "label")}  # they name the swept value
+    return json.dumps([arch, {k: x for k, x in v["config"].items() if k != key}], sort_keys=True)
+
+
+def label(row: dict, key: str) -> str:
+    """A variant's name without the swept key's value: siamese_ws_aux[lr=0.002,alpha=0.5] -> siamese_ws_aux[lr=0.002]."""
+    name = re.sub(rf"(?<=[\[,]){re.escape(key)}=[^,\]]*,?", "", row["arch"])
+    return name.replace(",]", "]").removesuffix("[]")
+
+
 def chosen(spec: dict, rows: list[dict]) -> dict[str, list[dict]]:
-    """{sweep key: rows of the variants that sweep it}; when the study selects on val, each row gains `chosen` and
-    the others of its architecture `val_diff`: (mean, low, high) of its validation accuracy minus the chosen one's,
-    per round, with the 95% t-interval (rows: report.summarise's)."""
+    """{sweep key: rows of the variants that sweep it}, each with its `family` (label()); when the study selects on
+    val, in each family one row gains `chosen` and the others `val_diff`: (mean, low, high) of its validation
+    accuracy minus the chosen one's, per round, with the 95% t-interval (rows: report.summarise's)."""
     keys = {k for v in spec["variants"] for k in v["sweep"]}
     out = {}
     for key in sorted(keys):
         group = [r for r in rows if key in r["sweep"]]
-        for base in {r["base"] for r in group}:
-            mine = [r for r in group if r["base"] == base]
+        families = {}
+        for r in group:
+            families.setdefault(family(spec, r, key), []).append(r)
+            r["family"] = label(r, key)
+        for mine in families.values():
             with_val = [r for r in mine if r["val_mean"] is not None]
             if spec.get("select") == "val" and with_val:
                 best = max(with_val, key=lambda r: r["val_mean"])  # validation only: the test set never chooses
@@ -49,7 +68,7 @@ def _diff(r: dict) -> str:
 
 def columns(key: str) -> list[Column]:
     """The table of a swept key (rows: chosen()'s)."""
-    return [Column(key, lambda r: str(r["sweep"][key])), Column("Architecture", lambda r: r["base"]),
+    return [Column(key, lambda r: str(r["sweep"][key])), Column("Variant", lambda r: r["family"]),
             Column("Val. accuracy", lambda r: _f(r["val_mean"])), Column("SD", lambda r: _f(r["val_sd"])),
             Column("Val. vs chosen (points, 95% CI)", _diff),
             Column("Test accuracy", lambda r: _f(r["mean"])), Column("SD", lambda r: _f(r["sd"])),
@@ -65,7 +84,7 @@ def blocks(spec: dict, rows: list[dict], out: Path) -> list[tuple]:
         blocks += [("h2", f"Sweep of {key}"), ("img", f"sweep_{key}.png", f"sweep of {key}"),
                    table(columns(key), group)]
         if picked:
-            blocks += [("p", " ".join(f"Chosen on validation accuracy for {r['base']}: {key} = {r['sweep'][key]} "
+            blocks += [("p", " ".join(f"Chosen on validation accuracy for {r['family']}: {key} = {r['sweep'][key]} "
                                       f"(validation {_f(r['val_mean'])}); test accuracy there {_f(r['mean'])} +- "
                                       f"{_f(r['sd'])}." for r in picked) +
                         " Val. vs chosen: a value's validation accuracy minus the chosen one's, per round (the same "
