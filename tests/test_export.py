@@ -45,3 +45,22 @@ def test_artifacts_stay_in_their_folder_whatever_the_study_name(tmp_path):
     assert export(store, uri, log=lambda *a: None) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     assert [p.name for p in (tmp_path / "runs" / "mlartifacts").iterdir()] == [artifact_folder("../escaped")]
+
+
+def test_export_refuses_the_store_itself_and_an_unwritable_place(tmp_path):
+    import sqlite3
+
+    from digitpairs import UserError
+    from digitpairs.export import export
+
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91]})
+    tables = sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    for uri, match in ((f"sqlite:///{tmp_path / 's.sqlite'}", "is the digitpairs store itself"),
+                       (f"sqlite:///{tmp_path / '.' / 's.sqlite-wal'}", "is the digitpairs store itself"),
+                       ("sqlite:////proc/mlflow.db", "cannot use the MLflow tracking URI")):
+        with pytest.raises(UserError, match=match):
+            export(store, uri, log=lambda *a: None)
+    store.close()
+    after = sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    assert after == tables

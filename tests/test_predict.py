@@ -125,7 +125,12 @@ def pairs_file(path, text):
     ("out without pairs", "--out writes the answers of --pairs"),
     ("no column", "no column second"),
     ("empty cell", "row 2: the second image is empty"),
-    ("out is the pairs file", "the pairs file itself"),
+    ("out is the pairs file", "is the pairs file: name another file"),
+    ("out is the store", "is the store: name another file"),
+    ("out is the store's log", "is the store: name another file"),
+    ("out is an image", "is one of its images"),
+    ("out is a folder", "exists and is not a plain file"),
+    ("out is a link", "exists and is not a plain file"),
     ("out unwritable", "cannot write"),
     ("unknown variant", "choose from siamese_ws_aux, transfer"),
     ("unknown study", "no study 'nope'"),
@@ -137,6 +142,9 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, store_path, digits, 
     a, b = digits / "a.png", digits / "b.jpg"
     Image.fromarray(np.full((30, 30), 200, np.uint8)).save(tmp_path / "blank.png")
     (tmp_path / "a file").write_text("")
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "a file")
+    before = store_path.read_bytes()
     old = tmp_path / "old.sqlite"  # the same study in a store written before models were kept
     shutil.copy(store_path, old)
     with sqlite3.connect(old) as db:
@@ -151,6 +159,13 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, store_path, digits, 
         "empty cell": pairs_file(tmp_path / "p2.csv", "first,second\na.png,b.jpg\nc.png,\n"),
         "out is the pairs file": pairs_file(tmp_path / "p3.csv", "first,second\na.png,b.jpg\n") + [
             "--out", tmp_path / "." / "p3.csv"],
+        "out is the store": pairs_file(digits / "ok.csv", "first,second\na.png,b.jpg\n") + ["--out", store_path],
+        "out is the store's log": pairs_file(digits / "ok.csv", "first,second\na.png,b.jpg\n") + [
+            "--out", f"{store_path}-wal"],
+        "out is an image": pairs_file(digits / "ok.csv", "first,second\na.png,b.jpg\n") + ["--out", a],
+        "out is a folder": pairs_file(digits / "ok.csv", "first,second\na.png,b.jpg\n") + ["--out", tmp_path],
+        "out is a link": pairs_file(digits / "ok.csv", "first,second\na.png,b.jpg\n") + [
+            "--out", link],
         "out unwritable": pairs_file(digits / "ok.csv", "first,second\na.png,b.jpg\n") + [
             "--out", tmp_path / "a file" / "o.csv"],
         "unknown variant": [a, b, "--arch", "siamese_nows"],
@@ -165,5 +180,6 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, store_path, digits, 
         args = [*args, "--arch", "siamese_ws_aux"]
     rc, out, err = run(capsys, *args)
     assert rc == 2 and out == "" and len(err.splitlines()) == 1 and match in err, err
+    assert store_path.read_bytes() == before and (tmp_path / "a file").read_text() == "" and a.stat().st_size
     if case == "out is the pairs file":
         assert (tmp_path / "p3.csv").read_text() == "first,second\na.png,b.jpg\n"

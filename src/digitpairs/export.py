@@ -45,16 +45,23 @@ def artifact_folder(study: str) -> str:
     return "study-" + hashlib.sha256(study.encode()).hexdigest()[:16]
 
 
-def connect(mlflow, tracking_uri: str):
+def connect(mlflow, tracking_uri: str, store: Path | None = None):
     """(client, the folder beside a SQLite tracking store, or None for a server), checked by a first request, so
-    that an unusable URI is one line before anything is written."""
+    that an unusable URI is one line before anything is written. store: the digitpairs store, which MLflow's
+    tables must never go into."""
     local = tracking_uri.startswith("sqlite:")
     path = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ""
     if local and path.strip() in ("", ":memory:"):
         raise UserError(f"the tracking URI {tracking_uri!r} names no file: pass --tracking-uri sqlite:///PATH/mlflow.db")
+    if local and store is not None and Path(path).resolve() in {
+            store.resolve(), *(store.resolve().with_name(store.name + s) for s in ("-wal", "-shm"))}:
+        raise UserError(f"the tracking URI {tracking_uri!r} is the digitpairs store itself: pass --tracking-uri "
+                        "sqlite:///PATH/mlflow.db with another file")
     try:
         if local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=Path(path).parent):  # unwritable: one line, not MLflow's retries
+                pass
         client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - MLflow raises many kinds; every one is a URI that does not work here
@@ -70,7 +77,7 @@ def export(store: Store, tracking_uri: str, studies: list[str] | None = None, lo
     if unknown:
         raise UserError(f"no study {unknown[0]!r} in {store.path}: choose from {', '.join(store.studies()) or 'none'}")
     mlflow, Metric, Param = _mlflow()
-    client, local_root = connect(mlflow, tracking_uri)
+    client, local_root = connect(mlflow, tracking_uri, Path(store.path))
     added = 0
     for study in studies or store.studies():
         added += export_study(client, store, study, local_root, Metric, Param)

@@ -141,6 +141,15 @@ def to_csv(rows: list[dict], fields: list[str], answers: list[dict]) -> str:
     return buf.getvalue()
 
 
+def check_out(out: Path, inputs: dict[str, list[Path]]) -> None:
+    """--out replaces a plain file only, and none that this command reads or that holds results."""
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise UserError(f"--out {out!r} exists and is not a plain file: name a new file or a plain one")
+    for what, paths in inputs.items():
+        if any(out.resolve() == p.resolve() for p in paths):
+            raise UserError(f"--out {out!r} is {what}: name another file")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, then rename: a failure leaves any old file whole."""
     try:
@@ -192,12 +201,14 @@ def cmd_predict(args) -> int:
                         f"{len(args.images)} image{'s' * (len(args.images) != 1)}")
     if args.out is not None and args.pairs is None:
         raise UserError("--out writes the answers of --pairs: with two images they are printed")
-    if args.out is not None and args.out.resolve() == args.pairs.resolve():
-        raise UserError(f"--out {args.out} is the pairs file itself: name another file")
     if args.pairs is not None:
         rows, fields, first, second = read_pairs(args.pairs)
     else:
         rows, fields, first, second = [], [], [args.images[0]], [args.images[1]]
+    if args.out is not None:
+        check_out(args.out, {"the pairs file": [args.pairs], "one of its images": first + second,
+                             "the store": [args.store, *(args.store.with_name(args.store.name + s)
+                                                         for s in ("-wal", "-shm"))]})
     read = load_images(first + second)  # before the store: a bad image fails fast
     a, b = read[:len(first)], read[len(first):]
     store = Store(args.store, create=False)
