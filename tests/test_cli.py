@@ -188,6 +188,16 @@ def test_corrupt_data_without_sources(tmp_path, populated_store):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert "put the four uncompressed idx files" in p.stderr.lower()
     assert dump(populated_store) == before
+    assert Store(populated_store, create=False).studies() == ["st"]  # the study failed: it is not recorded
+
+
+def test_unwritable_checkpoints_are_found_before_training(tmp_path, populated_store, real_data_dir):
+    (tmp_path / "checkpoints").write_text("")  # where the checkpoints' folder should be
+    p = run_cli("reproduce", "--quick", "--archs", "siamese_ws", "--store", populated_store, "--data-dir",
+                real_data_dir, "--out", tmp_path / "o")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "cannot write checkpoints in" in p.stderr and "--checkpoint-every 0" in p.stderr
+    assert Store(populated_store, create=False).studies() == ["st"]
 
 
 def test_list_prints_every_architecture():

@@ -207,8 +207,9 @@ class Store:
     def close(self):
         self.db.close()
 
-    def ensure_study(self, study: str, config: dict) -> dict:
-        """Record the study's spec, or check it against the stored one; return the spec as stored.
+    def ensure_study(self, study: str, config: dict, write: bool = True) -> dict:
+        """Record the study's spec, or check it against the stored one; return the spec as stored (write=False:
+        check only, and return the spec as it would be stored).
 
         A study may grow: more rounds, more variants, fields newer than its spec at their defaults. What it already
         ran may not change, and it never shrinks: fewer rounds than stored are refused (the report would read the
@@ -217,7 +218,8 @@ class Store:
         with self.transaction():
             row = self.db.execute("SELECT config FROM studies WHERE study = ?", (study,)).fetchone()
             if row is None:
-                self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, _json(config)))
+                if write:
+                    self.db.execute("INSERT INTO studies (study, config) VALUES (?, ?)", (study, _json(config)))
                 return config
             old = json.loads(row[0])
             diffs = growth_differences(old, config)
@@ -229,7 +231,7 @@ class Store:
                                 f"{config.get('rounds')}: pass --rounds {old['rounds']} (or more) to complete it, or "
                                 "--study with a new name")
             new = merged(old, config)
-            if _json(new) != row[0]:
+            if write and _json(new) != row[0]:
                 self.db.execute("UPDATE studies SET config = ? WHERE study = ?", (_json(new), study))
             return new
 

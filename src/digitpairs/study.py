@@ -13,6 +13,7 @@ claims units in the store (digitpairs.claims), stores their runs as they arrive 
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -119,6 +120,24 @@ class Driver:
         folder = self.store.path.resolve().parent / "checkpoints" / self.name / v.name  # absolute: Ray nodes too
         return Checkpoints(folder, self.checkpoint_every)
 
+    def check_checkpoints(self) -> None:
+        """Checkpoints can be written beside the store: found before any training, not after its first epoch."""
+        if not self.checkpoint_every:
+            return
+        folder = self.store.path.resolve().parent / "checkpoints" / self.name
+        made = [f for f in (folder.parent, folder) if not f.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as e:
+            raise UserError(f"cannot write checkpoints in {str(folder)!r} ({e.strerror or e}): pass "
+                            "--checkpoint-every 0, or a --store in a writable folder") from None
+        for f in reversed(made):  # made here only to be checked: each group makes its own when it saves
+            try:
+                f.rmdir()
+            except OSError:  # another process's checkpoint is in it already
+                break
+
     def _seen(self, left: set[tuple[str, int]]) -> None:
         """Groups that other processes finished: their epochs onto the bar."""
         for key in [k for k in self.unseen if k not in left]:
@@ -163,14 +182,17 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
     spec = study.spec()
     for entry, v in zip(spec["variants"], study.variants):
         entry["group_rounds"] = group_rounds(v.cfg)  # kept only where the store has none for the variant
-    spec = store.ensure_study(study.name, spec)
+    spec = store.ensure_study(study.name, spec, write=False)  # checked; stored once the rest is checked too
     drv = Driver(study, spec, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
                  checkpoint_every=checkpoint_every, keep_models=keep_models)
     try:
         if not drv.order:
+            store.ensure_study(study.name, spec)  # a claim or a model named in the file since: the report's
             log(f"study {study.name!r}: all {len(study.variants) * study.rounds} runs are already in {store.path}")
             return 0
         mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
+        drv.check_checkpoints()
+        store.ensure_study(study.name, spec)
         drv.start()
         if backend == "ray":
             from digitpairs.ray_backend import run_ray
