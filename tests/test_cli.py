@@ -83,6 +83,7 @@ FLAGS = {
     "precision": (["reproduce", "--precision", "fp16"], "invalid choice"),
     "device": (["reproduce", "--device", "gpu"], "device must be auto, cpu, cuda or cuda:N"),
     "device empty": (["run", "paper", "--device", ""], "device must be auto, cpu, cuda or cuda:N"),
+    "device index huge": (["reproduce", "--device", "cuda:2147483648"], "device must be auto, cpu, cuda or cuda:N"),
     "study up a folder": (["reproduce", "--study", "../escaped"], "not a valid name"),
     "study absolute": (["reproduce", "--study", "/tmp/x"], "not a valid name"),
     "study hidden": (["run", "paper", "--study", ".x"], "not a valid name"),
@@ -229,3 +230,27 @@ def test_device_reaches_every_run_but_not_the_study_name(tmp_path, monkeypatch):
     assert cli.main(["reproduce", "--quick", "--matmul-conv", "--epochs", "3", "--store", "s.sqlite"]) == 0
     assert seen["study"].name == "paper-quick-epochs3"
     assert all(v.cfg.matmul_conv and not v.cfg.cuda_graphs for v in seen["study"].variants)
+
+
+def test_a_damaged_store_is_one_line_and_trains_nothing(tmp_path, populated_store):
+    """A page of the runs table overwritten: the store opens, reading it fails. One line, exit 2, and a study is
+    refused before its training, not after (SQLite's quick check)."""
+    db = sqlite3.connect(populated_store)
+    page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(populated_store, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xde\xad\xbe\xef" * (size // 4))
+    damaged = populated_store.read_bytes()
+    for args in (["report", "--out", tmp_path / "o"], ["reproduce", "--quick", "--study", "new", "--out", tmp_path / "n"]):
+        p = run_cli(*args, "--store", populated_store, cwd=tmp_path)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "is damaged" in p.stderr and "restore a copy" in p.stderr
+    assert populated_store.read_bytes() == damaged
+
+
+def test_control_characters_in_a_path_stay_on_one_line(tmp_path, populated_store):
+    p = run_cli("report", "--store", tmp_path / "no\nsuch\x1b[31m.sqlite")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "\x1b" not in p.stderr, p.stderr
+    assert "no\\nsuch\\x1b[31m.sqlite" in p.stderr

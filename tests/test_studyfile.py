@@ -55,6 +55,8 @@ BAD |= {  # every key, with a wrong type, a negative, a zero, a huge value, NaN/
     "rounds float": ('rounds = 3.0\n' + A, "rounds must be int, not 3.0"),
     "rounds bool": ('rounds = true\n' + A, "rounds must be int, not True"),
     "select": ('select = "test"\n' + A, 'select must be "val"'),
+    "select without a validation split": ('select = "val"\n' + A + '[sweep]\nalpha = [0.5, 1]\n',
+                                          'siamese_ws[alpha=0.5] has none: set n_val'),
     "model unknown": ('model = "siamese_xx"\n' + A, "model 'siamese_xx' is no variant of this study"),
     "model a list": ('model = ["siamese_ws"]\n' + A, "model must be str, not ['siamese_ws']"),
     "archs missing": ('rounds = 2\n', "archs must be a non-empty list"),
@@ -154,3 +156,21 @@ epochs = 25
     bad = write_study(tmp_path, 'archs = [{name = "ws_bn_aug_bayes", rotate = 90.0}]\n')
     with pytest.raises(UserError, match=r"archs.ws_bn_aug_bayes: rotate must be in \[0, 45\] degrees, not 90.0"):
         studyfile.load(bad)
+
+
+def test_the_readme_example_study_loads(tmp_path):
+    """The study file the README shows is a valid study, whose claim names two of its variants."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    s = studyfile.load(write_study(tmp_path, text))
+    names = [v.name for v in s.variants]
+    assert len(names) == 6 and {s.claims[0]["better"], s.claims[0]["worse"]} <= set(names)
+    assert all(v.arch.objective == "comparison+digits" for v in s.variants)  # alpha matters to every variant
+
+
+def test_a_byte_order_mark_is_no_statement(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'rounds = 2\narchs = ["siamese_ws"]\n')
+    assert studyfile.load(path).rounds == 2

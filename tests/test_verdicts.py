@@ -104,6 +104,8 @@ BAD = {
                                  "compares two different variants"),
     "a name not a string": (A + '[[claims]]\nbetter = 3\nworse = "siamese_ws"\ntext = "t"\n',
                             "3 is no variant of this study"),
+    "a name a list": (A + '[[claims]]\nbetter = ["siamese_ws"]\nworse = "siamese_ws_aux"\ntext = "t"\n',
+                      "['siamese_ws'] is no variant of this study"),
     "a margin on a better claim": (A + '[[claims]]\nbetter = "siamese_ws_aux"\nworse = "siamese_ws"\nmargin = 1\n'
                                        'text = "t"\n', "margin belongs to a same claim"),
     "a margin of nan": (A + '[[claims]]\nsame = ["siamese_ws", "siamese_ws_aux"]\nmargin = nan\ntext = "t"\n',

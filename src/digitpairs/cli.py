@@ -1,5 +1,6 @@
 """The `digitpairs` command: each subcommand's work and main(); the flags and their checks are in flags.py."""
 
+import errno
 import os
 import signal
 import sqlite3
@@ -27,8 +28,8 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     if args.address and args.backend != "ray":
         raise UserError("--address names a Ray cluster: add --backend ray")
     path = study_file or args.study_file
-    if path.suffix != ".toml" and not path.exists() and studyfile.shipped(str(path)).is_file():
-        path = studyfile.shipped(str(path))
+    if path.suffix != ".toml" and not path.is_file() and studyfile.shipped(str(path)).is_file():
+        path = studyfile.shipped(str(path))  # `run alpha` beside a folder named alpha: the shipped study
     overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
     spec = studyfile.read(path) | (spec_changes or {})
     study = studyfile.build(spec, str(path), quick=args.quick, overrides=overrides)
@@ -59,6 +60,12 @@ def cmd_reproduce(args) -> int:
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         if not archs:
             raise UserError("--archs names no architecture: see `digitpairs list`")
+        from digitpairs.models import ARCHS
+
+        unknown = [a for a in archs if a not in ARCHS]
+        if unknown:
+            raise UserError(f"--archs: unknown architecture {unknown[0]!r}: see `digitpairs list` (or load yours "
+                            "with --plugin)")
         changes = {"archs": archs}
     return cmd_run(args, shipped("paper"), changes)
 
@@ -154,6 +161,26 @@ def _terminated(signum, frame):
 RESUME = "finished runs are in the store; run the same command to resume"
 
 
+def printable(text: str) -> str:
+    """A message on one line whatever the paths in it hold: control characters (a newline, an escape) as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def failure(e: BaseException, store) -> tuple[int, str]:
+    """(exit code, the one line to print) for an error that ends a command; store: its --store, if it has one."""
+    if isinstance(e, UserError):
+        return 2, str(e)
+    if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
+        return 2, f"the store {store} cannot be written ({e}): pass --store with a writable file; nothing was stored"
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return 2, f"the store {store} is damaged ({e}): restore a copy, or pass another --store"  # written no more
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+        return 2, f"a path is too long: {e}"
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return 1, f"the GPU is out of memory: pass fewer --workers or --batch-rounds; {RESUME}"
+    return 1, f"{e}: fix it (free space, a folder that exists), then {RESUME}"  # a full disk, a folder gone
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     SIGTERM_SEEN.clear()
@@ -168,9 +195,6 @@ def main(argv=None) -> int:
         commands = {"list": cmd_list, "reproduce": cmd_reproduce, "run": cmd_run, "report": cmd_report,
                     "bench": cmd_bench, "export": cmd_export, "predict": predict.cmd_predict}
         return commands[args.command](args)
-    except UserError as e:
-        print(f"digitpairs: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         if SIGTERM_SEEN.is_set():
             print(f"digitpairs: terminated (SIGTERM); {RESUME}", file=sys.stderr)
@@ -180,12 +204,9 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (OSError, sqlite3.OperationalError) as e:  # a full disk, a folder gone: the machine's, in one line
-        print(f"digitpairs: error: {e}: fix it (free space, a folder that exists), then {RESUME}", file=sys.stderr)
-        return 1
-    except torch.cuda.OutOfMemoryError:
-        print(f"digitpairs: error: the GPU is out of memory: pass fewer --workers or --batch-rounds; {RESUME}",
-              file=sys.stderr)
-        return 1
+    except (UserError, OSError, sqlite3.DatabaseError, torch.cuda.OutOfMemoryError) as e:
+        code, line = failure(e, getattr(args, "store", ""))
+        print(f"digitpairs: error: {printable(line)}", file=sys.stderr)
+        return code
     finally:
         signal.signal(signal.SIGTERM, before)

@@ -15,7 +15,7 @@ import torch
 from digitpairs import UserError
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (read when CUDA starts)
-DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d{1,4})?")  # no machine has 10,000 GPUs; torch refuses 2^31
 
 
 def resolve(name: str | torch.device | None) -> torch.device:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from digitpairs import UserError, predict
 from digitpairs.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
+from digitpairs.studyfile import shipped_names
 
 DESCRIPTION = "The digitpairs command: data fetch, list, reproduce, run, bench, report, export, predict."
 
@@ -113,7 +114,7 @@ def build_parser() -> Parser:
     rep = sub.add_parser("reproduce", help="the report's study (the shipped studies/paper.toml), then its report")
     run = sub.add_parser("run", help="a study from a TOML file, then its report")
     run.add_argument("study_file", type=path,
-                     help="a study file (.toml), or the name of a shipped study: paper, alpha, aux_loss, beyond")
+                     help=f"a study file (.toml), or the name of a shipped study: {', '.join(shipped_names())}")
     for p in (rep, run):
         add_study_flags(p, d)
     rep.add_argument("--archs", type=arch_names, default=None,

@@ -63,8 +63,9 @@ def choose(store, study: str | None, arch: str | None, round: int | None) -> tup
         elif named in have or len(have) == 1:
             arch = named if named in have else next(iter(have))
         else:
-            raise UserError(f"study {study!r} has no validation split to choose a variant by (and its file names no "
-                            f"`model`): choose one with --arch ({', '.join(have)})")
+            why = f"its `model`, {named}, has no kept model here" if named else "its file names no `model`"
+            raise UserError(f"study {study!r} has no validation split to choose a variant by ({why}): choose one "
+                            f"with --arch ({', '.join(have)})")
     elif arch not in have:
         raise UserError(f"no kept model of variant {arch!r} in study {study!r}: choose from {', '.join(have)}")
     if round is not None and round not in have[arch]:

@@ -139,7 +139,9 @@ class Store:
             self.db.close()
             if _busy(e):
                 raise self.busy() from None
-            raise UserError(f"cannot open the store {self.path} ({e}): pass --store with a writable path") from None
+            raise UserError(f"cannot open the store {self.path} ({e}): the store and its folder must be writable "
+                            "(SQLite keeps its -wal and -shm files beside it): pass --store with a writable path, or "
+                            "copy the store to one") from None
         except sqlite3.DatabaseError as e:
             self.db.close()
             raise UserError(f"{self.path} is not a digitpairs store ({e}): pass another --store; "
@@ -177,11 +179,17 @@ class Store:
     def _format(self):
         try:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError) and _busy(e):
-                raise
+        except sqlite3.DatabaseError as e:  # not a database, or one without our table: no marker
+            if isinstance(e, sqlite3.OperationalError) and "no such table" not in str(e):
+                raise  # busy, or a store that cannot be opened here (a read-only folder)
             return None
         return row[0] if row else None
+
+    def check(self) -> None:
+        """SQLite's quick check of the whole file, before hours of training that could not be stored."""
+        problems = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(f"damaged ({problems[0]})")
 
     def busy(self) -> UserError:
         return UserError(f"store busy, try again: {self.path} stayed locked by another process for "
@@ -223,13 +231,19 @@ class Store:
                 return config
             old = json.loads(row[0])
             diffs = growth_differences(old, config)
+            left_out = [d.removeprefix("variant ").removesuffix(" is missing") for d in diffs if d.endswith(" is missing")]
+            if left_out and len(left_out) == len(diffs):
+                raise UserError(f"study {study!r} in {self.path} has variants this command leaves out "
+                                f"({', '.join(left_out)}), and a study never shrinks: run it with all of them, or "
+                                "pass --study with a new name")
             if diffs:
-                raise UserError(f"study {study!r} in {self.path} was run with another config ({', '.join(diffs[:3])}): "
-                                "pass --study with a new name, or another --store")
+                more = f", and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+                raise UserError(f"study {study!r} in {self.path} was run with another config ({', '.join(diffs[:3])}"
+                                f"{more}): pass --study with a new name, or another --store")
             if config.get("rounds", 0) < old.get("rounds", 0):
-                raise UserError(f"study {study!r} in {self.path} has {old['rounds']} rounds, not "
-                                f"{config.get('rounds')}: pass --rounds {old['rounds']} (or more) to complete it, or "
-                                "--study with a new name")
+                raise UserError(f"study {study!r} in {self.path} has {old['rounds']} rounds, more than the "
+                                f"{config.get('rounds')} asked, and a study never shrinks: pass --rounds "
+                                f"{old['rounds']} (or more), or --study with a new name")
             new = merged(old, config)
             if write and _json(new) != row[0]:
                 self.db.execute("UPDATE studies SET config = ? WHERE study = ?", (_json(new), study))

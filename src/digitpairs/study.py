@@ -192,6 +192,7 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
             return 0
         mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
         drv.check_checkpoints()
+        store.check()
         store.ensure_study(study.name, spec)
         drv.start()
         if backend == "ray":

@@ -79,6 +79,12 @@ def shipped(name: str) -> Path:
     return Path(str(resources.files("digitpairs") / "studies" / f"{name}.toml"))
 
 
+def shipped_names() -> list[str]:
+    """The shipped studies' names, the paper's first."""
+    names = sorted(p.stem for p in shipped("paper").parent.glob("*.toml"))
+    return ["paper"] + [n for n in names if n != "paper"]
+
+
 def safe_name(name) -> bool:
     """Whether name is safe as a study or variant name (it becomes a folder's name): letters, digits and
     `_ - . , = + [ ]`, so no path separator; not starting with a dot; at most MAX_NAME characters."""
@@ -160,6 +166,10 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
     if len(set(names)) != len(names):
         raise UserError(f"{where}: two archs entries make the same variant; give one a `variant` name")
     claims = verdicts.parse(spec.get("claims", []), where, set(names) | set(ARCHS))
+    if select == "val" and any(v.cfg.n_val == 0 for v in variants):
+        bare = next(v.name for v in variants if v.cfg.n_val == 0)
+        raise UserError(f"{where}: select = \"val\" chooses on a validation split, and {bare} has none: set n_val "
+                        "(e.g. 200) in [config]")
     model = spec.get("model")  # a registered architecture too: `reproduce --archs` may leave it out of the study
     if model is not None and _value(where, "model", model, str) not in set(names) | set(ARCHS):
         raise UserError(f"{where}: model {model!r} is no variant of this study nor a registered architecture")
@@ -268,9 +278,10 @@ def read(path: Path) -> dict:
     """The parsed TOML of a study file; a missing or malformed file is one line."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is no statement
     except FileNotFoundError:
-        raise UserError(f"no study file {path}: pass the path of a .toml study file") from None
+        raise UserError(f"no study file {path}: pass the path of a .toml study file, or a shipped study's name "
+                        f"({', '.join(shipped_names())})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read the study file {path} ({e})") from None
     except tomllib.TOMLDecodeError as e:

@@ -56,7 +56,7 @@ def parse(claims, where: str, known: set[str]) -> list[dict]:
         else:
             raise UserError(f"{here}: a claim has better and worse, or same (a list of two), beside its text")
         for name in names:
-            if name not in known:
+            if not isinstance(name, str) or name not in known:
                 raise UserError(f"{here}: {name!r} is no variant of this study nor a registered architecture")
         if names[0] == names[1]:
             raise UserError(f"{here}: a claim compares two different variants, not {names[0]!r} with itself")
