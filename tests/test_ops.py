@@ -1,3 +1,6 @@
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +205,95 @@ def test_batch_norm_relu_falls_back_to_pytorch():
     assert not bnrelu._fusable(x, bn)
     torch.testing.assert_close(bnrelu.batch_norm_relu(x, bn), torch.relu(torch.nn.BatchNorm2d(20)(x)))
     assert torch.equal(bnrelu.batch_norm_relu(x, torch.nn.Identity()), torch.relu(x))
+
+
+# ---- a damaged kernel cache: rebuilt, or PyTorch's ops; never a crash or a traceback ----
+
+@pytest.fixture
+def cached(monkeypatch, tmp_path):
+    """A cache folder (the one in use) holding this machine's kernels and their digest as a build leaves them:
+    (the library's path there, its bytes). Copied from the usual cache: a file this process has loaded is never
+    damaged in place (a truncated mapping is a SIGBUS)."""
+    ops.library.cache_clear()
+    lib = ops.library()
+    if lib is None:
+        pytest.skip("needs a C compiler")
+    path = tmp_path / "ops" / Path(lib._name).name
+    path.parent.mkdir()
+    for suffix in ("", ".sha256"):
+        shutil.copyfile(lib._name + suffix, f"{path}{suffix}")
+    monkeypatch.setenv("DIGITPAIRS_CACHE", str(tmp_path))
+    ops.library.cache_clear()
+    yield path, path.read_bytes()
+    ops.library.cache_clear()
+
+
+def kernels_in_a_new_process() -> list[str]:
+    """Whether a new process (this environment) gets the kernels, and whether they pool right. A new process: one
+    that loads a truncated library dies of SIGBUS, which would end the test session."""
+    code = ("import torch, torch.nn.functional as F; from digitpairs import ops; x = torch.randn(2, 16, 8, 8); "
+            "print(ops.library() is not None, torch.equal(ops.max_pool2x2(x), F.max_pool2d(x, 2)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0 and not done.stderr, (done.returncode, done.stderr)
+    return done.stdout.split()
+
+
+def digest_matches(path: Path) -> bool:
+    return Path(f"{path}.sha256").read_bytes() == ops._digest(path).encode()
+
+
+def foreign_library() -> str:
+    """A real shared library that is not ours: the C math library this process has loaded."""
+    maps = Path("/proc/self/maps").read_text().split() if Path("/proc/self/maps").exists() else []
+    libm = next((word for word in maps if "/libm.so" in word or "/libm-" in word), None)
+    if libm is None:
+        pytest.skip("needs the path of the C math library")
+    return libm
+
+
+@pytest.mark.parametrize("size", [20000, 5000])
+def test_a_truncated_cached_library_is_rebuilt_not_loaded(cached, size):
+    path, good = cached
+    path.write_bytes(good[:size])  # its digest, recorded by the build, no longer matches
+    assert kernels_in_a_new_process() == ["True", "True"]
+    assert path.stat().st_size > size and digest_matches(path)
+
+
+@pytest.mark.parametrize("digest", ["ours", "none"])
+def test_a_foreign_library_in_the_cache_is_rebuilt(cached, digest):
+    """libm under our name, beside our digest (a mismatch) or none (a cache from before digests): never loaded."""
+    path, _ = cached
+    shutil.copyfile(foreign_library(), path)
+    if digest == "none":
+        Path(f"{path}.sha256").unlink()
+    lib = ops.library()
+    assert lib is not None and Path(lib._name) == path and digest_matches(path)
+    assert path.read_bytes() != Path(foreign_library()).read_bytes()
+    (y_ref, g_ref), (y, g) = pooled_both_ways(torch.randn(2, 16, 8, 8))
+    assert torch.equal(y, y_ref) and torch.equal(g, g_ref)
+
+
+def test_a_foreign_library_with_a_matching_digest_gives_pytorchs_ops_then_is_rebuilt(cached):
+    """The digest can't tell (it matches libm): loaded, a kernel missing, rebuilt. This process gets PyTorch's ops
+    (dlopen gives back the library it loaded under that name); the next gets the kernels."""
+    path, _ = cached
+    shutil.copyfile(foreign_library(), path)
+    Path(f"{path}.sha256").write_text(ops._digest(path))
+    assert ops.library() is None
+    assert digest_matches(path) and path.read_bytes() != Path(foreign_library()).read_bytes()
+    assert kernels_in_a_new_process() == ["True", "True"]
+
+
+def test_a_damaged_cache_without_a_compiler_gives_pytorchs_ops(cached, monkeypatch, tmp_path):
+    """A compiler gone after the cache was damaged: no kernels, no error. The cache's names depend on the compiler:
+    those this one gets are recorded, then damaged (truncated, beside the digest the build recorded)."""
+    path, good = cached
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    names, load = [], ops._load
+    monkeypatch.setattr(ops, "_load", lambda p: names.append(p) or load(p))
+    assert ops.library() is None and len(names) == 2
+    for name in names:
+        name.write_bytes(good[:20000])
+        shutil.copyfile(f"{path}.sha256", f"{name}.sha256")
+    assert kernels_in_a_new_process() == ["False", "True"]
+    assert all(name.stat().st_size == 20000 for name in names)

@@ -29,8 +29,9 @@ rounding (docs/benchmarks.md: the paired check of old and new engines).
 Anything else (CUDA tensors, other dtypes or layouts, a machine without a C compiler) goes to F.max_pool2d and
 F.conv2d: the choice depends on the device, dtypes and shapes only, never on timing or thread counts, so the same
 command gives the same numbers. The kernels (kernels.py) are compiled once per machine with the system's C compiler
-(`$CC`, else `cc`) into $DIGITPAIRS_CACHE/ops or ~/.cache/digitpairs/ops, keyed by source, flags and CPU, and
-called through ctypes, which releases the GIL: the engine's threads run them at the same time. Each call is
+(`$CC`, else `cc`) into $DIGITPAIRS_CACHE/ops or ~/.cache/digitpairs/ops, keyed by source, flags and CPU, with
+its SHA-256 beside it (a file that fails it is built again, never loaded: a truncated one would kill the process),
+and called through ctypes, which releases the GIL: the engine's threads run them at the same time. Each call is
 single-threaded, as the engine runs each group on one torch thread.
 """
 
@@ -71,17 +72,36 @@ def _cpu_id() -> str:
         return platform.machine() + platform.processor()
 
 
+def _digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _build(cc: str, flags: list[str], path: Path) -> bool:
-    """Compile SOURCE into path (atomically: a temporary file in the same folder, then a rename)."""
+    """Compile SOURCE into path and record its SHA-256 in path.sha256, each atomically: written in a temporary
+    folder beside them, then renamed (a build killed midway leaves neither name half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        src, lib = Path(tmp) / "ops.c", Path(tmp) / "ops.so"
+        src, lib, sha = Path(tmp) / "ops.c", Path(tmp) / "ops.so", Path(tmp) / "ops.so.sha256"
         src.write_text(SOURCE)
         done = subprocess.run([cc, *flags, str(src), "-o", str(lib)], check=False, capture_output=True, timeout=120)
         if done.returncode != 0:
             return False
+        sha.write_text(_digest(lib))
         os.replace(lib, path)
+        os.replace(sha, f"{path}.sha256")  # after the library: a reader in between sees a mismatch and rebuilds
     return True
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    """The library at path if its bytes match the digest its build recorded and it has every kernel, else None.
+    A file that fails the check is never loaded: a truncated one kills the process (SIGBUS) in ctypes."""
+    try:
+        if Path(f"{path}.sha256").read_bytes() != _digest(path).encode():
+            return None
+        return _declare(ctypes.CDLL(str(path)))
+    except (OSError, AttributeError):  # missing or unreadable; not a library; another library (a kernel missing)
+        return None
 
 
 @functools.cache
@@ -93,16 +113,14 @@ def library() -> ctypes.CDLL | None:
     for flags in (FLAGS, [f for f in FLAGS if f != "-march=native"]):  # some compilers lack -march=native
         key = hashlib.sha256("\0".join([SOURCE, cc, *flags, _cpu_id()]).encode()).hexdigest()[:16]
         path = cache_dir() / f"ops-{key}.so"
+        lib = _load(path)  # None where the cache lacks it or holds a damaged or foreign file: built again
+        if lib is not None:
+            return lib
         try:
-            if path.exists():
-                try:
-                    return _declare(ctypes.CDLL(str(path)))
-                except OSError:  # not a library (a damaged cache): built again below
-                    pass
             if _build(cc, flags, path):
-                return _declare(ctypes.CDLL(str(path)))
-        except (OSError, subprocess.SubprocessError):
-            continue
+                return _load(path)  # None where even this fails (or dlopen gives back a foreign one loaded above)
+        except (OSError, subprocess.SubprocessError):  # an unwritable cache, a compiler that hangs
+            pass
     return None
 
 
