@@ -6,15 +6,22 @@ One file per group, `DIR/group-FIRSTROUND.pt`, replaced atomically (written besi
 moment leaves the previous complete epoch. It holds the parameters and BatchNorm statistics, Adam's state, the
 learning-rate schedule, every member's random generator (data order, augmentation, dropout) and the curves so far,
 with the key of what it belongs to (architecture, rounds, seeds, config): a file whose key differs is ignored.
-Loaded with torch.load(weights_only=True): tensors and plain data, never code.
+The file: MAGIC, the SHA-256 of the payload, the payload (torch.save of the state, loaded with weights_only=True:
+tensors and plain data, never code). A damaged file (digest or contents wrong) is ignored with a line on stderr:
+the group starts afresh exactly as without it (checked before anything is restored, put back if a restore fails).
 """
 
+import copy
+import hashlib
+import io
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+MAGIC = b"digitpairs checkpoint, sha256\n"  # a file without it is of an older format: ignored like another group's
 
 
 @dataclass(frozen=True)
@@ -28,14 +35,9 @@ class Checkpoints:
     def save(self, rounds: list[int], key: dict, epoch: int, net, opt, sched, curves: list[list[dict]]) -> None:
         if not self.every or epoch % self.every:
             return
-        state = {"key": key, "epoch": epoch, "net": net.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict() if sched is not None else None,
-                 "rngs": [g.get_state() for g in net.rngs], "curves": curves}
         path = self.path(rounds)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        _write(path, {"key": key, "epoch": epoch, **_state(net, opt, sched), "curves": curves})
 
     def remove(self, rounds: list[int]) -> None:
         """Delete the group's checkpoint, and the folders up to checkpoints/ once they are empty."""
@@ -49,28 +51,104 @@ class Checkpoints:
                 return
 
     def load(self, rounds: list[int], key: dict, net, opt, sched) -> tuple[int, list[list[dict]]]:
-        """Restore the group from its checkpoint; return (epochs done, curves so far), or (0, fresh curves)."""
-        fresh = 0, [[] for _ in rounds]
-        path = self.path(rounds)
+        """Restore the group from its checkpoint; return (epochs done, curves so far), or (0, fresh curves) with
+        the group unchanged where there is none, it is another group's, or it is damaged."""
+        fresh, path, before = (0, [[] for _ in rounds]), self.path(rounds), None
         if not path.is_file():
             return fresh
         try:
-            state = torch.load(path, map_location=next(net.parameters()).device, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the epochs it held
+            state = _read(path, next(net.parameters()).device)
+            if state is None or state.get("key") != key:  # an older format, or another group's or code's
+                return fresh
+            _check(state, rounds, net, opt, sched)
+            before = copy.deepcopy(_state(net, opt, sched))  # put back if a restore fails midway
+            _restore(state, net, opt, sched)
+        except Exception as e:  # noqa: BLE001 - a damaged checkpoint only costs the epochs it held
+            if before is not None:
+                _restore(before, net, opt, sched)
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # on one line
+            print(f"{self.folder.name} rounds {rounds}: the checkpoint {path.name} is damaged ({why}) and ignored: "
+                  "training from the start", file=sys.stderr, flush=True)
             return fresh
-        if state.get("key") != key or not _fits(state["net"], net.state_dict()):  # another group's, or code's
-            return fresh
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if sched is not None:
-            sched.load_state_dict(state["sched"])
-        for g, s in zip(net.rngs, state["rngs"], strict=True):
-            g.set_state(s.cpu())
         print(f"{self.folder.name} rounds {rounds}: resuming from the checkpoint of epoch {state['epoch']}",
               file=sys.stderr, flush=True)
         return state["epoch"], state["curves"]
 
 
+def _write(path: Path, state: dict) -> None:
+    """MAGIC, the payload's SHA-256 and the payload, written beside the file then renamed over it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getbuffer()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + hashlib.sha256(payload).digest())
+        f.write(payload)
+    os.replace(tmp, path)
+
+
+def _read(path: Path, device) -> dict | None:
+    """The state in the file; None if it is not of this format; ValueError if its digest does not match."""
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        return None
+    start = len(MAGIC) + 32  # of the payload, after its SHA-256
+    if hashlib.sha256(data[start:]).digest() != data[len(MAGIC):start]:
+        raise ValueError("its SHA-256 does not match its contents")
+    return torch.load(io.BytesIO(data[start:]), map_location=device, weights_only=True)
+
+
+def _check(state: dict, rounds: list[int], net, opt, sched) -> None:
+    """ValueError where the state does not fit the group (checked before anything is restored)."""
+    epoch, curves, rngs, now = state["epoch"], state["curves"], state["rngs"], [g.get_state() for g in net.rngs]
+    checks = {
+        "parameters": lambda: _fits(state["net"], net.state_dict()),
+        "epoch": lambda: type(epoch) is int and epoch >= 1,
+        "curves": lambda: isinstance(curves, list) and len(curves) == len(rounds) and all(
+            isinstance(c, list) and [e["epoch"] for e in c] == list(range(1, epoch + 1)) for c in curves),
+        "random generators": lambda: isinstance(rngs, list) and len(rngs) == len(now) and all(
+            isinstance(s, torch.Tensor) and s.dtype == n.dtype and s.shape == n.shape for s, n in zip(rngs, now)),
+        "optimizer state": lambda: _fits_opt(state["opt"], opt),
+        "schedule": lambda: state["sched"] is None if sched is None else _alike(state["sched"], sched.state_dict())}
+    for what, ok in checks.items():
+        if not ok():
+            raise ValueError(f"wrong {what}")
+
+
+def _state(net, opt, sched) -> dict:
+    """What decides the group's next epoch: the model's, Adam's, the schedule's and the generators' states."""
+    return {"net": net.state_dict(), "opt": opt.state_dict(), "rngs": [g.get_state() for g in net.rngs],
+            "sched": sched.state_dict() if sched is not None else None}
+
+
+def _restore(state: dict, net, opt, sched) -> None:
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    if sched is not None:
+        sched.load_state_dict(state["sched"])
+    for g, s in zip(net.rngs, state["rngs"], strict=True):
+        g.set_state(s.cpu())
+
+
 def _fits(saved: dict, current: dict) -> bool:
-    """The saved parameters have the current model's names and shapes (checked before anything is loaded)."""
-    return saved.keys() == current.keys() and all(saved[k].shape == current[k].shape for k in current)
+    """The saved tensors have the current model's names, shapes and types."""
+    return (isinstance(saved, dict) and saved.keys() == current.keys()
+            and all(isinstance(t := saved[k], torch.Tensor) and t.shape == current[k].shape
+                    and t.dtype == current[k].dtype for k in current))
+
+
+def _fits_opt(saved: dict, opt) -> bool:
+    """The optimizer's groups, with their settings and parameter counts, and each parameter's state its shape."""
+    groups, params = saved["param_groups"], [p for g in opt.param_groups for p in g["params"]]
+    if not (isinstance(groups, list) and len(groups) == len(opt.param_groups) and isinstance(saved["state"], dict)
+            and all(_alike(g, h) and len(g["params"]) == len(h["params"]) for g, h in zip(groups, opt.param_groups))):
+        return False
+    of = dict(zip((i for g in groups for i in g["params"]), params))  # saved id -> parameter
+    return all(i in of and isinstance(s, dict) and all(isinstance(t, torch.Tensor) and t.shape in ((), of[i].shape)
+                                                     for t in s.values()) for i, s in saved["state"].items())
+
+
+def _alike(saved: dict, current: dict) -> bool:
+    """The same keys, each value of the same type."""
+    return (isinstance(saved, dict) and saved.keys() == current.keys()
+            and all(type(saved[k]) is type(current[k]) for k in current))

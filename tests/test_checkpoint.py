@@ -1,0 +1,154 @@
+"""Checkpoints: an intact one resumes exactly; a damaged one (bytes flipped or cut, or contents that do not fit the
+group) is ignored with one line on stderr and leaves the group exactly as it was, so training starts afresh."""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import fake_mnist
+from digitpairs.checkpoint import Checkpoints, _read, _state, _write
+from digitpairs.config import Config
+from digitpairs.models import arch_config, get_arch
+from digitpairs.pairs import round_data
+from digitpairs.train import build, train
+
+ARCH, SEEDS, ROUNDS = "siamese_ws_aux_bn_drop", [3, 4], [0, 1]  # dropout, augmentation, OneCycle: every state used
+CFG = Config(size=14, n_pairs=60, n_test=60, epochs=2, batch_size=20, precision="fp32", device="cpu",
+             schedule="onecycle", shift=0.1)
+
+
+def datas():
+    m = fake_mnist()
+    return [round_data(m, s, CFG.n_pairs, CFG.n_test, CFG.size) for s in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """A group trained for its 2 epochs with checkpoints: its results and the checkpoint of its last epoch."""
+    ckpt = Checkpoints(tmp_path_factory.mktemp("whole") / "unit")
+    results = train(ARCH, CFG, datas(), ROUNDS, SEEDS, groups=[2], checkpoints=ckpt)
+    return results, ckpt.path(ROUNDS).read_bytes()
+
+
+@pytest.fixture
+def ckpt(tmp_path, whole):
+    """A copy of the checkpoint, in this test's own folder."""
+    ckpt = Checkpoints(tmp_path / "unit")
+    ckpt.folder.mkdir()
+    ckpt.path(ROUNDS).write_bytes(whole[1])
+    return ckpt
+
+
+def group():
+    """The group as train_group builds it, before it loads its checkpoint."""
+    arch = get_arch(ARCH)
+    return build(arch, arch_config(arch, CFG), SEEDS, torch.device("cpu"), True, CFG.epochs * 6)
+
+
+def same(a, b) -> bool:
+    """Equal to the last bit, tensors (and their types) included."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+def test_an_intact_checkpoint_resumes_exactly(ckpt, whole, capsys):
+    state = _read(ckpt.path(ROUNDS), "cpu")
+    net, opt, sched = group()
+    assert ckpt.load(ROUNDS, state["key"], net, opt, sched) == (2, [r.curves for r in whole[0]])
+    assert same(_state(net, opt, sched), {k: state[k] for k in ("net", "opt", "sched", "rngs")})
+    assert capsys.readouterr().err == "unit rounds [0, 1]: resuming from the checkpoint of epoch 2\n"
+
+
+def test_an_older_format_or_another_groups_checkpoint_is_ignored_silently(ckpt, capsys):
+    state = _read(ckpt.path(ROUNDS), "cpu")
+    net, opt, sched = group()
+    before = copy.deepcopy(_state(net, opt, sched))
+    assert ckpt.load(ROUNDS, {**state["key"], "seeds": [5, 6]}, net, opt, sched) == (0, [[], []])
+    torch.save(state, ckpt.path(ROUNDS))  # the format before the digest: torch.save of the state alone
+    assert ckpt.load(ROUNDS, state["key"], net, opt, sched) == (0, [[], []])
+    assert same(_state(net, opt, sched), before) and capsys.readouterr().err == ""
+
+
+def flip(data: bytes, at: float, n: int = 64) -> bytes:
+    i = int(len(data) * at)
+    return data[:i] + bytes(b ^ 0xFF for b in data[i:i + n]) + data[i + n:]
+
+
+BYTES = {  # damage to the file's bytes: the digest no longer matches, or there is not enough to read
+    "64 bytes flipped in a tensor": lambda data: flip(data, 0.5),
+    "the last byte flipped": lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+    "a byte of the digest flipped": lambda data: data[:31] + bytes([data[31] ^ 1]) + data[32:],
+    "truncated to half": lambda data: data[: len(data) // 2],
+    "truncated into the digest": lambda data: data[:40],
+}
+
+
+def rngs_zero(state):  # of the right type and size, but no valid generator state: fails at the last restore step
+    state["rngs"] = [torch.zeros_like(s) for s in state["rngs"]]
+
+
+def first_adam_state_reshaped(state):
+    s = state["opt"]["state"][0]
+    s["exp_avg"] = s["exp_avg"].flatten()[:-1]
+
+
+CONTENTS = {  # damage to the contents, under a matching digest: they do not fit the group
+    "rngs too short": lambda state: state.update(rngs=state["rngs"][:1]),
+    "an rng state not a ByteTensor": lambda state: state["rngs"].__setitem__(0, state["rngs"][0].float()),
+    "rngs invalid": rngs_zero,
+    "opt emptied": lambda state: state.update(opt={"state": {}, "param_groups": []}),
+    "opt an empty dict": lambda state: state.update(opt={}),
+    "an Adam state of another shape": first_adam_state_reshaped,
+    "opt's learning rate a string": lambda state: state["opt"]["param_groups"][0].update(lr="x"),
+    "curves empty": lambda state: state.update(curves=[]),
+    "curves shorter than the epochs": lambda state: state.update(curves=[c[:1] for c in state["curves"]]),
+    "epoch a string": lambda state: state.update(epoch="x"),
+    "epoch 0": lambda state: state.update(epoch=0),
+    "no schedule": lambda state: state.update(sched=None),
+    "a parameter missing": lambda state: state["net"].pop(next(iter(state["net"]))),
+    "parameters of another type": lambda state: state["net"].update({k: v.double() for k, v in state["net"].items()}),
+    "no epoch": lambda state: state.pop("epoch"),
+}
+
+
+def damage(ckpt: Checkpoints, how: str) -> dict:
+    """Damage the group's checkpoint as `how` says; return its key."""
+    path = ckpt.path(ROUNDS)
+    state = _read(path, "cpu")
+    if how in BYTES:
+        path.write_bytes(BYTES[how](path.read_bytes()))
+    else:
+        CONTENTS[how](state)
+        _write(path, state)
+    return state["key"]
+
+
+@pytest.mark.parametrize("how", [*BYTES, *CONTENTS])
+def test_a_damaged_checkpoint_is_ignored_and_changes_nothing(ckpt, how, capsys):
+    key = damage(ckpt, how)
+    net, opt, sched = group()
+    before = copy.deepcopy(_state(net, opt, sched))
+    assert ckpt.load(ROUNDS, key, net, opt, sched) == (0, [[], []])
+    assert same(_state(net, opt, sched), before)
+    err = capsys.readouterr().err
+    assert err.startswith("unit rounds [0, 1]: the checkpoint group-0.pt is damaged (") and err.count("\n") == 1
+    assert err.endswith(") and ignored: training from the start\n")
+
+
+@pytest.mark.parametrize("how", ["rngs invalid", "64 bytes flipped in a tensor"])
+def test_training_over_a_damaged_checkpoint_equals_training_without_one(ckpt, whole, how, capsys):
+    """The group trains its 2 epochs from the start, to the same numbers as a run that never had a checkpoint
+    (restored then put back, where the damage shows only at the last restore step)."""
+    damage(ckpt, how)
+    ticks = []
+    again = train(ARCH, CFG, datas(), ROUNDS, SEEDS, groups=[2], checkpoints=ckpt, on_epoch=ticks.append)
+    assert ticks == [2, 2] and "damaged" in capsys.readouterr().err
+    for a, b in zip(whole[0], again):
+        assert a.curves == b.curves and same(a.state, b.state)
+    assert ckpt.path(ROUNDS).read_bytes() == whole[1]  # and its checkpoint is whole again
