@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -60,10 +61,15 @@ def test_every_mode_and_polarity_reads_alike(tmp_path, name):
 
 @pytest.mark.parametrize("content, match", [(None, "No such file"), (b"", "cannot read"),
                                             (b"hello, not an image", "not an image"),
-                                            ("truncated", "cannot read"), ("blank", "holds no ink")])
+                                            ("truncated", "cannot read"), ("blank", "holds no ink"),
+                                            ("fifo", "not a plain file"), ("folder", "not a plain file")])
 def test_a_bad_image_is_one_line(tmp_path, content, match):
     path = tmp_path / "x.png"
-    if content == "truncated":
+    if content == "fifo":  # reading it would wait for a writer forever
+        os.mkfifo(path)
+    elif content == "folder":
+        path.mkdir()
+    elif content == "truncated":
         Image.fromarray(seven()).save(path)
         path.write_bytes(path.read_bytes()[:300])
     elif content == "blank":
@@ -131,3 +137,12 @@ def test_mnist_digits_read_from_files_as_from_memory(tmp_path, real_data_dir, re
             render(a, rng).save(paths[-1])
         agree = (reader([images.read(p) for p in paths]) == truth).float().mean().item()
         assert agree >= 0.97, f"{name}: {agree:.2f}"
+
+
+def test_a_huge_photo_is_read_without_a_warning(tmp_path, recwarn):
+    path = tmp_path / "big.png"
+    big = np.full((9000, 10000), 255, np.uint8)  # 90 megapixels: beyond Pillow's bomb warning (89 M)
+    big[3000:6000, 4000:6000] = 0
+    Image.fromarray(big).save(path, compress_level=1)
+    assert images.read(path).shape == (28, 28)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -8,6 +8,7 @@ to the ink, fitted into 20x20 (Lanczos), centred by its centre of mass. `prepare
 pipeline: 2x2 average pooling for size-14 models and the training pairs' normalisation.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,14 @@ def read(path: Path) -> torch.Tensor:
     """(28, 28) float32, 0..255, bright ink on black, centred like an MNIST digit; UserError in one line if the
     file cannot be read as an image or holds no ink."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would never end
+        raise UserError(f"cannot read the image {str(path)!r} (not a plain file): give a PNG or JPEG file")
     try:
-        with Image.open(path, formats=["PNG", "JPEG"]) as im:  # the formats promised; no others
-            im.load()
-            gray = grayscale(ImageOps.exif_transpose(im))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a big photo: read, then shrunk
+            with Image.open(path, formats=["PNG", "JPEG"]) as im:  # the formats promised; no others
+                im.load()
+                gray = grayscale(ImageOps.exif_transpose(im))
     except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a user's file, it is one line
         reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else (
             e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e)
