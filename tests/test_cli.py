@@ -254,3 +254,17 @@ def test_control_characters_in_a_path_stay_on_one_line(tmp_path, populated_store
     p = run_cli("report", "--store", tmp_path / "no\nsuch\x1b[31m.sqlite")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "\x1b" not in p.stderr, p.stderr
     assert "no\\nsuch\\x1b[31m.sqlite" in p.stderr
+
+
+def test_the_report_goes_beside_its_store(tmp_path):
+    """Two stores in two folders: each one's report lands beside it, never over the other's runs/NAME."""
+    from test_report import fill
+
+    work, path = tmp_path / "elsewhere", tmp_path / "a" / "s.sqlite"
+    work.mkdir()
+    store = Store(path)
+    fill(store, {"a": [0.90, 0.91]})
+    store.close()
+    p = run_cli("report", "--store", path, cwd=work)
+    assert p.returncode == 0, p.stderr
+    assert (path.parent / "st" / "report.md").is_file() and not any(work.iterdir())

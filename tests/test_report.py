@@ -142,6 +142,13 @@ def test_missing_round_refuses_the_comparison(tmp_path):
     assert "2/3 (missing [1])" in text and "B lacks round(s) [1]" in text
 
 
+def test_a_variant_without_a_finished_run_is_named(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91, 0.92]})  # b: stopped before its first group finished
+    write_report(store, "st", tmp_path / "out")
+    assert "Not run yet (no finished round): b;" in (tmp_path / "out" / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_alpha_study_quick_chooses_on_validation(tmp_path, real_data_dir):
     from digitpairs.studyfile import shipped

@@ -59,6 +59,9 @@ def test_an_undefined_t_test_checks_nothing():
 def test_claims_the_study_cannot_check():
     absent = verdict({"text": "t", "better": "good", "worse": "siamese_ws"})
     assert absent["verdict"] == "not checked" and "siamese_ws not in this study" in absent["why"]
+    unrun = verdicts.check({"text": "t", "better": "good", "worse": "siamese_ws"}, ROWS, compare(ROWS, 6),
+                           {"siamese_ws"})
+    assert unrun["why"] == "siamese_ws has no finished run yet"
     rows = ROWS[:2] + [row("poor", [900, 910, 905, 899, 903, 908], missing=[2])]
     gap = verdict({"text": "t", "better": "good", "worse": "poor"}, rows)
     assert gap["verdict"] == "not checked" and "lacks round(s) [2]" in gap["why"]

@@ -39,7 +39,7 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     study = dataclasses.replace(study, name=name, rounds=rounds)
     for v in study.variants if args.backend != "ray" else ():  # (Ray: the cluster's devices)
         devices.check(v.cfg.device, v.cfg.cuda_graphs)  # a GPU that is not there: one line, before anything is stored
-    out = writable_dir(args.out or Path("runs") / name)
+    out = writable_dir(args.out or args.store.parent / name)  # beside its store: another store's report stays
     store = Store(args.store)
     try:
         run_study(study, store, args.data_dir, workers=args.workers or os.cpu_count() or 1, threads=args.threads,
@@ -80,7 +80,7 @@ def cmd_report(args) -> int:
         study = args.study or (store.studies() or [None])[-1]
         if args.out is None and study is not None:  # the default folder is named after the study
             check_name(study, "study name, as the report's folder (or pass --out),")
-        path = write_report(store, study, args.out or Path("runs") / (study or "report"))
+        path = write_report(store, study, args.out or args.store.parent / (study or "report"))
     finally:
         store.close()
     print(f"report: {path}")

@@ -136,7 +136,8 @@ def build_parser() -> Parser:
     rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
     rpt.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
     rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
-    rpt.add_argument("--out", type=path, default=None, help="report folder (default: runs/STUDY)")
+    rpt.add_argument("--out", type=path, default=None,
+                     help="report folder (default: STUDY beside the store: runs/STUDY)")
     exp = sub.add_parser("export", help="export the store to another tool")
     exp_sub = exp.add_subparsers(dest="export_command", required=True, parser_class=Parser)
     ml = exp_sub.add_parser("mlflow", help="every run as an MLflow run (needs digitpairs[mlflow])")
@@ -171,7 +172,8 @@ def add_study_flags(rep, d: Config) -> None:
                      help="study name in the store: letters, digits and _ - . , = + [ ] (default: the study file's "
                           "name plus the overridden fields)")
     rep.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
-    rep.add_argument("--out", type=path, default=None, help="report folder (default: runs/STUDY)")
+    rep.add_argument("--out", type=path, default=None,
+                     help="report folder (default: STUDY beside the store: runs/STUDY)")
     rep.add_argument("--workers", type=positive_int, default=None,
                      help=f"worker processes (default: one per core, here {os.cpu_count()})")
     rep.add_argument("--threads", type=at_most(MAX_THREADS), default=None,

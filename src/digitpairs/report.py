@@ -252,9 +252,13 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
               ("p", ("Each round draws fresh pairs and a fresh initialisation from its seed (base seed + round); "
                      "within a round every variant trains on the same pairs. SD: sample standard deviation over "
                      "rounds; 95% CI: t-interval for the mean, cut to [0, 1] where it reaches beyond."))]
+    unrun = [v["name"] for v in spec["variants"] if v["name"] not in {r["arch"] for r in rows}]
+    if unrun:  # interrupted before their first group finished: not in the table, not compared
+        blocks.append(("p", (f"Not run yet (no finished round): {', '.join(unrun)}; the study's command trains "
+                             "them.")))
     blocks += explain.rounds_blocks(rows, out)
     blocks += comparison_blocks(rows, comps)
-    blocks += verdicts.blocks(spec.get("claims"), rows, comps)
+    blocks += verdicts.blocks(spec.get("claims"), rows, comps, set(unrun))
     blocks += explain.answer_blocks(rows, answers.load(store.db, study), out, spec.get("model"))
     blocks += figure_blocks(store, study, rows, runs, out)
     blocks += sweeps.blocks(spec, rows, out)

@@ -70,7 +70,7 @@ def parse(claims, where: str, known: set[str]) -> list[dict]:
     return out
 
 
-def check(claim: dict, rows: list[dict], comps: list[dict]) -> dict:
+def check(claim: dict, rows: list[dict], comps: list[dict], unrun: set[str] = frozenset()) -> dict:
     """The claim with its evidence: the difference first minus second (better minus worse, or same[0] minus
     same[1]) in points and its 95% interval, the Holm-corrected paired t p, the rounds the first is ahead in, and
     the verdict (or why it is not checked)."""
@@ -78,7 +78,8 @@ def check(claim: dict, rows: list[dict], comps: list[dict]) -> dict:
     have = {r["arch"] for r in rows}
     lacking = [n for n in (first, second) if n not in have]
     if lacking:
-        return claim | {"verdict": "not checked", "why": f"{' and '.join(lacking)} not in this study"}
+        why = " and ".join(f"{n} {'has no finished run yet' if n in unrun else 'not in this study'}" for n in lacking)
+        return claim | {"verdict": "not checked", "why": why}
     c = next(c for c in comps if {c["a"]["arch"], c["b"]["arch"]} == {first, second})
     if "skip" in c:
         return claim | {"verdict": "not checked", "why": c["skip"]}
@@ -120,12 +121,13 @@ COLUMNS = [
 ]
 
 
-def blocks(claims: list[dict] | None, rows: list[dict], comps: list[dict]) -> list[tuple]:
+def blocks(claims: list[dict] | None, rows: list[dict], comps: list[dict], unrun: set[str] = frozenset()
+           ) -> list[tuple]:
     """The claims section of the report: a table of the claims with their evidence and verdicts (none: no
-    section, as in a study stored before claims were)."""
+    section, as in a study stored before claims were); unrun: the study's variants without a finished run."""
     if not claims:
         return []
-    checked = [check(c, rows, comps) for c in claims]
+    checked = [check(c, rows, comps, unrun) for c in claims]
     return [("h2", "Claims, checked"), table(COLUMNS, checked),
             ("p", ("Each claim of the study file, checked on this study's rounds: the difference is the first "
                    "variant minus the second, per round from the counts of correct test pairs, with its 95% "
