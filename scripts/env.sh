@@ -11,6 +11,11 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "digitpairs needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
+# TORCH_INDEX_URL: where torch comes from, e.g. PyTorch's CPU index on a machine without a GPU (README)
+if [ -n "${TORCH_INDEX_URL:-}" ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet "$(grep -o 'torch==[0-9.]*' pyproject.toml | head -1)" \
+    --index-url "$TORCH_INDEX_URL"
+fi
 stamp=".venv/.digitpairs-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS:-none}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
