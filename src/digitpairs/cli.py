@@ -27,6 +27,10 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
 
     if args.address and args.backend != "ray":
         raise UserError("--address names a Ray cluster: add --backend ray")
+    if args.address:
+        from digitpairs.ray_backend import check_address
+
+        check_address(args.address)
     path = study_file or args.study_file
     if path.suffix != ".toml" and not path.is_file() and studyfile.shipped(str(path)).is_file():
         path = studyfile.shipped(str(path))  # `run alpha` beside a folder named alpha: the shipped study

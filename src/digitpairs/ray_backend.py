@@ -3,6 +3,7 @@ asked for (the extra digitpairs[ray]). The driver claims units and writes every 
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 from digitpairs import UserError, mnist
@@ -16,6 +17,20 @@ def ray_unit(unit: Unit, arrays: dict, threads: int) -> tuple[dict, list[RunResu
     """A unit on a Ray worker: MNIST comes from the driver's verified copy through the object store."""
     init(None, threads, arrays=arrays)
     return run_unit(unit)
+
+
+def check_address(address: str) -> None:
+    """A cluster's HOST:PORT (or ray://HOST:PORT) answers, checked in seconds before anything is stored: Ray itself
+    retries an unreachable address for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # Ray's own forms and errors
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except (OSError, OverflowError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise UserError(f"cannot reach the Ray cluster at {address} ({reason}): start it with `ray start --head` "
+                        "or pass --address HOST:PORT") from None
 
 
 def _ray_start(address: str | None, threads: int):
