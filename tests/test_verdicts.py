@@ -42,6 +42,10 @@ def test_a_same_claim_needs_equivalence_not_only_no_significance():
                                                    compare(rows, 6))[1][2][0][2]
     twins = verdict({"text": "t", "same": ["good", "twin"], "margin": 0.05})  # interval +-0.1 points
     assert twins["verdict"] == "not confirmed"
+    close = [row("a", [950, 951, 949, 952, 950, 951]), row("b", [947, 949, 946, 948, 947, 949])]  # 0.28 points
+    tiny = verdict({"text": "t", "same": ["a", "b"]}, close)  # significant, and well within the margin
+    assert tiny["p"] < 0.05 and tiny["verdict"] == "confirmed"
+    assert verdict({"text": "t", "same": ["a", "b"], "margin": 0.1}, close)["verdict"] == "contradicted"
 
 
 def test_an_undefined_t_test_checks_nothing():

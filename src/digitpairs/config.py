@@ -66,8 +66,8 @@ class Config:
     # reproducibility and speed
     seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
     precision: str = "bf16"  # convolutions and matmuls in bfloat16 (weights, Adam, softmax and losses stay fp32):
-    #                          faster on CPUs with bf16 instructions; within 1 point of "fp32" on validation pairs
-    #                          wherever 10 rounds can tell (studies/precision.toml, docs/benchmarks.md)
+    #                          faster on CPUs with bf16 instructions; not 1 point below "fp32" on validation pairs
+    #                          wherever 10 rounds can bound it (studies/precision.toml, docs/benchmarks.md)
     device: str = "auto"  # where training runs: "auto" (the GPU when PyTorch sees one), "cpu", "cuda", "cuda:N";
     #                       a run option, not part of a study's identity (a study may be resumed on another device)
     cuda_graphs: bool = False  # on a GPU, each group's training step captured once in a CUDA graph and replayed

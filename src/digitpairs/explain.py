@@ -30,14 +30,14 @@ def rounds_blocks(rows: list[dict], out: Path) -> list[tuple]:
 
 
 def best(rows: list[dict], model: str | None = None) -> tuple[dict, str]:
-    """The variant the report looks at first, and by what: as `digitpairs predict` chooses, the highest mean
-    validation accuracy where every variant has one, else the study file's `model`; else (the report only shows it,
+    """The variant the report looks at first, and by what: as `digitpairs predict` chooses, the study file's
+    `model`, else the highest mean validation accuracy where every variant has one; else (the report only shows it,
     predict asks) the highest mean test accuracy."""
-    if all(r["val_mean"] is not None for r in rows):
-        return max(rows, key=lambda r: r["val_mean"]), "the best variant here by mean validation accuracy"
     named = [r for r in rows if r["arch"] == model]
     if named:
         return named[0], "the model the study file names"
+    if all(r["val_mean"] is not None for r in rows):
+        return max(rows, key=lambda r: r["val_mean"]), "the best variant here by mean validation accuracy"
     return max(rows, key=lambda r: r["mean"]), "the best variant here by mean test accuracy"
 
 

@@ -44,8 +44,8 @@ def probabilities(net: PairNet, cfg, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def choose(store, study: str | None, arch: str | None, round: int | None) -> tuple[str, str, list[int]]:
     """(study, variant, rounds) of the models to ask: by default the newest study, and of its variants with kept
-    models the one with the best mean validation accuracy where every one has it, else the one its study file names
-    (`model`), else its only one; and all its kept rounds. Never by test accuracy: the test figures of the variant
+    models the one its study file names (`model`), else the one with the best mean validation accuracy where every
+    one has it, else its only one; and all its kept rounds. Never by test accuracy: the test figures of the variant
     chosen on them would flatter it."""
     studies = store.studies()
     if not studies:
@@ -58,12 +58,16 @@ def choose(store, study: str | None, arch: str | None, round: int | None) -> tup
     if arch is None:
         runs = [r for r in store.runs(study) if r["arch"] in have]
         named = store.study_config(study).get("model")
-        if all(r["val_acc"] is not None for r in runs):
+        if named in have:
+            arch = named
+        elif all(r["val_acc"] is not None for r in runs):
             arch = max(have, key=lambda a: statistics.fmean(r["val_acc"] for r in runs if r["arch"] == a))
-        elif named in have or len(have) == 1:
-            arch = named if named in have else next(iter(have))
+        elif len(have) == 1:
+            arch = next(iter(have))
         else:
-            why = f"its `model`, {named}, has no kept model here" if named else "its file names no `model`"
+            why = (f"its `model`, {named}, has no kept model here" if named else
+                   "the stored study names no `model`: a study stored before it could rerun its command, which "
+                   "records it and trains nothing")
             raise UserError(f"study {study!r} has no validation split to choose a variant by ({why}): choose one "
                             f"with --arch ({', '.join(have)})")
     elif arch not in have:
@@ -144,11 +148,14 @@ def to_csv(rows: list[dict], fields: list[str], answers: list[dict]) -> str:
 
 def check_out(out: Path, inputs: dict[str, list[Path]]) -> None:
     """--out replaces a plain file only, and none that this command reads or that holds results."""
-    if out.is_symlink() or (out.exists() and not out.is_file()):
-        raise UserError(f"--out {out!r} exists and is not a plain file: name a new file or a plain one")
-    for what, paths in inputs.items():
-        if any(out.resolve() == p.resolve() for p in paths):
-            raise UserError(f"--out {out!r} is {what}: name another file")
+    try:
+        if out.is_symlink() or (out.exists() and not out.is_file()):
+            raise UserError(f"--out {str(out)!r} exists and is not a plain file: name a new file or a plain one")
+        same = [what for what, paths in inputs.items() if any(out.resolve() == p.resolve() for p in paths)]
+    except OSError as e:  # a folder it may not look into
+        raise UserError(f"cannot write {str(out)!r} ({e.strerror or e}): pass --out with a writable path") from None
+    if same:
+        raise UserError(f"--out {str(out)!r} is {same[0]}: name another file")
 
 
 def write_atomic(path: Path, text: str) -> None:

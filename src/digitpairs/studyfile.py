@@ -4,7 +4,7 @@
     rounds = 10
     archs = ["siamese_ws_aux", {name = "siamese_ws", dropout = true, variant = "ws_drop"}]
     select = "val"                 # optional: choose each sweep's value by validation accuracy
-    model = "siamese_ws_aux"       # optional: the variant `digitpairs predict` answers with (default: by validation)
+    model = "siamese_ws_aux"       # optional: the variant `digitpairs predict` answers with (else: by validation)
     [config]                       # Config fields for every run (see digitpairs.config.Config)
     n_val = 200
     [sweep]                        # every architecture x every value (Config fields or Arch flags)

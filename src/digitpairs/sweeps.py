@@ -4,7 +4,6 @@ the chosen one on the validation pairs, so that a choice can be read with its un
 chooses.
 """
 
-import json
 import math
 import re
 from pathlib import Path
@@ -18,14 +17,6 @@ def _f(x) -> str:
     return "" if x is None or math.isnan(x) else f"{x:.4f}"  # nan: an SD of one round
 
 
-def family(spec: dict, row: dict, key: str) -> str:
-    """The variants that differ only in the swept key's value, as one string: the architecture's flags and the
-    config without that key (two variants of one base architecture, say with and without BatchNorm, are two)."""
-    v = next(v for v in spec["variants"] if v["name"] == row["arch"])
-    arch = {k: x for k, x in v["arch"].items() if k not in ("name", "label")}  # they name the swept value
-    return json.dumps([arch, {k: x for k, x in v["config"].items() if k != key}], sort_keys=True)
-
-
 def label(row: dict, key: str) -> str:
     """A variant's name without the swept key's value: siamese_ws_aux[lr=0.002,alpha=0.5] -> siamese_ws_aux[lr=0.002]."""
     name = re.sub(rf"(?<=[\[,]){re.escape(key)}=[^,\]]*,?", "", row["arch"])
@@ -33,18 +24,17 @@ def label(row: dict, key: str) -> str:
 
 
 def chosen(spec: dict, rows: list[dict]) -> dict[str, list[dict]]:
-    """{sweep key: rows of the variants that sweep it}, each with its `family` (label()); when the study selects on
-    val, in each family one row gains `chosen` and the others `val_diff`: (mean, low, high) of its validation
-    accuracy minus the chosen one's, per round, with the 95% t-interval (rows: report.summarise's)."""
+    """{sweep key: copies of the rows of the variants that sweep it}, each with its `family`: label(), the variants
+    that differ only in that key's value (two variants of one architecture, with and without BatchNorm, are two).
+    When the study selects on val, in each family one row gains `chosen` and the others `val_diff`: (mean, low,
+    high) of its validation accuracy minus the chosen one's, per round, with the 95% t-interval (rows:
+    report.summarise's)."""
     keys = {k for v in spec["variants"] for k in v["sweep"]}
     out = {}
     for key in sorted(keys):
-        group = [r for r in rows if key in r["sweep"]]
-        families = {}
-        for r in group:
-            families.setdefault(family(spec, r, key), []).append(r)
-            r["family"] = label(r, key)
-        for mine in families.values():
+        group = [dict(r, family=label(r, key)) for r in rows if key in r["sweep"]]  # copies: one per key swept
+        for name in dict.fromkeys(r["family"] for r in group):
+            mine = [r for r in group if r["family"] == name]
             with_val = [r for r in mine if r["val_mean"] is not None]
             if spec.get("select") == "val" and with_val:
                 best = max(with_val, key=lambda r: r["val_mean"])  # validation only: the test set never chooses

@@ -15,11 +15,13 @@ report reads them from the store:
 The evidence is the paired comparison of the two variants over the rounds (report.compare): the mean difference
 with its 95% interval and the paired t-test, Holm-corrected over all the report's comparisons. The verdict, at the
 5% level: a `better` claim is confirmed where the difference is significant in its direction, contradicted where it
-is significant the other way, and not confirmed otherwise. A `same` claim is contradicted where the difference is
-significant, and confirmed only where the 95% interval of the difference lies within +-margin (two one-sided tests,
-each at 2.5%); a difference that is merely not significant is no evidence that there is none (few rounds detect
-little), so the claim is then not confirmed. A claim on a variant the study lacks or lacks rounds of, or whose t-test
-is undefined (the same difference in every round, or a single round), is not checked.
+is significant the other way, and not confirmed otherwise. A `same` claim is judged against its margin: confirmed
+where the 95% interval of the difference lies within +-margin (two one-sided tests, each at 2.5%), contradicted
+where it lies wholly beyond it (the difference is larger than the margin), and not confirmed otherwise: a difference
+that is merely not significant is no evidence that there is none (few rounds detect little), and one that is
+significant but smaller than the margin is what the claim allows. A claim on a variant the study lacks or lacks
+rounds of, a single round, or a `better` claim whose t-test is undefined (the same difference in every round), is
+not checked.
 """
 
 import math
@@ -87,7 +89,7 @@ def check(claim: dict, rows: list[dict], comps: list[dict], unrun: set[str] = fr
     a, b = (c["a"], c["b"])[::sign]
     ahead = sum(a["correct"][r][0] * b["correct"][r][1] > b["correct"][r][0] * a["correct"][r][1]
                 for r in a["correct"])
-    if math.isnan(c["p_t_holm"]):
+    if math.isnan(c["p_t_holm"]) and "same" not in claim:  # a same claim needs only the interval
         return claim | {"verdict": "not checked", "why": (f"the paired t-test is undefined: {first} is "
                                                           f"{100 * sign * c['diff']:+.2f} points from {second} "
                                                           f"in every round")}
@@ -95,7 +97,8 @@ def check(claim: dict, rows: list[dict], comps: list[dict], unrun: set[str] = fr
     lo, hi = sorted((sign * c["lo"] + 0.0, sign * c["hi"] + 0.0))  # + 0.0: no "-0.00"
     if "same" in claim:
         margin = claim.get("margin", MARGIN) / 100
-        verdict = "contradicted" if significant else "confirmed" if -margin <= lo and hi <= margin else "not confirmed"
+        verdict = ("confirmed" if -margin <= lo and hi <= margin else
+                   "contradicted" if lo > margin or hi < -margin else "not confirmed")
     else:
         verdict = "not confirmed" if not significant else "confirmed" if sign > 0 else "contradicted"
     return claim | {"verdict": verdict, "diff": sign * c["diff"] + 0.0, "lo": lo, "hi": hi, "p": c["p_t_holm"],
@@ -134,6 +137,6 @@ def blocks(claims: list[dict] | None, rows: list[dict], comps: list[dict], unrun
                    "interval; p is the paired t-test's, Holm-corrected over all comparisons above. At the 5% level, "
                    "a claim that one variant beats another is confirmed if the difference is significant in its "
                    "direction, contradicted if significant the other way, and not confirmed otherwise. A claim "
-                   "of no difference is contradicted if the difference is significant, and confirmed only if its "
-                   "95% interval lies within the claim's margin (equivalence; a difference that is merely not "
-                   "significant is no evidence that there is none), else not confirmed."))]
+                   "of no difference is confirmed if the difference's 95% interval lies within the claim's margin "
+                   "(equivalence; a difference that is merely not significant is no evidence that there is none), "
+                   "contradicted if it lies wholly beyond the margin, else not confirmed."))]
