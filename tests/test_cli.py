@@ -86,7 +86,7 @@ FLAGS = {
     "ray address unreachable": (["run", "paper", "--backend", "ray", "--address", "127.0.0.1:1"],
                                 "cannot reach the Ray cluster at 127.0.0.1:1"),
     "ray address port huge": (["run", "paper", "--backend", "ray", "--address", "127.0.0.1:99999"],
-                              "cannot reach the Ray cluster at 127.0.0.1:99999"),
+                              "a port is 1 to 65535"),
     "device index huge": (["reproduce", "--device", "cuda:2147483648"], "device must be auto, cpu, cuda or cuda:N"),
     "study up a folder": (["reproduce", "--study", "../escaped"], "not a valid name"),
     "study absolute": (["reproduce", "--study", "/tmp/x"], "not a valid name"),
@@ -272,3 +272,20 @@ def test_the_report_goes_beside_its_store(tmp_path):
     p = run_cli("report", "--store", path, cwd=work)
     assert p.returncode == 0, p.stderr
     assert (path.parent / "st" / "report.md").is_file() and not any(work.iterdir())
+
+
+def test_the_store_and_the_machine_failures_in_one_line():
+    """What cli.failure makes of what reaches it: a read-only store, a damaged one, a path too long, a full disk; a
+    programming error on the store is not called damage."""
+    import errno
+
+    from digitpairs.cli import failure
+
+    assert failure(sqlite3.OperationalError("attempt to write a readonly database"), "s.sqlite") == (
+        2, ("the store s.sqlite cannot be written (attempt to write a readonly database): pass --store with a "
+            "writable file (the runs stored so far stay)"))
+    assert failure(sqlite3.DatabaseError("database disk image is malformed"), "s.sqlite")[0] == 2
+    assert failure(OSError(errno.ENAMETOOLONG, "File name too long"), "s")[1].startswith("a path is too long")
+    assert failure(OSError(errno.ENOSPC, "No space left on device"), "s")[0] == 1
+    code, line = failure(sqlite3.ProgrammingError("Cannot operate on a closed database."), "s")
+    assert code == 1 and "damaged" not in line

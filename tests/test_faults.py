@@ -29,9 +29,11 @@ def command(tmp_path, data_dir, name: str, workers: int) -> list[str]:
 def start(cmd) -> subprocess.Popen:
     """A study in its own process group, as a terminal starts a command (Ctrl-C's SIGINT at its default, even where
     the tests run as a background job, which ignores it); stdout unbuffered, read line by line."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # an ignored signal stays ignored across exec, a handled
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # one starts at its default
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True)
 
 
 def table(store) -> dict:

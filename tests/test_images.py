@@ -146,3 +146,15 @@ def test_a_huge_photo_is_read_without_a_warning(tmp_path, recwarn):
     Image.fromarray(big).save(path, compress_level=1)
     assert images.read(path).shape == (28, 28)
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_an_image_in_a_folder_it_may_not_read_is_one_line(tmp_path, monkeypatch):
+    """As a user (not root) meets a folder without search permission: stat itself fails."""
+    path = tmp_path / "locked" / "x.png"
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "stat", denied)
+    with pytest.raises(UserError, match="cannot read the image"):  # then open says why
+        images.read(path)

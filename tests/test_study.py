@@ -148,3 +148,24 @@ def test_a_failed_unit_ends_the_pool_at_once(tmp_path, real_data_dir):
     time.sleep(0.2)
     assert mp.active_children() == []
     assert store.db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_a_study_recorded_meanwhile_by_another_process_keeps_its_grouping(tmp_path, monkeypatch):
+    """Between this process's check and its record (the data's fetch), another one records the study with group
+    sizes of its own (another device): this one trains in the stored groups, not in those it computed."""
+    s = make_study(rounds=4, archs=("siamese_ws",))
+    store = Store(tmp_path / "s.sqlite")
+    seen = {}
+
+    def fetch_while_another_records(data_dir, log):
+        spec = s.spec()
+        spec["variants"][0]["group_rounds"] = 5  # not what this process computes for the CPU
+        other = Store(store.path)
+        other.ensure_study(s.name, spec)
+        other.close()
+
+    monkeypatch.setattr(study.mnist, "fetch", fetch_while_another_records)
+    monkeypatch.setattr(study, "_run_here", lambda drv, *args: seen.update(drv.sizes))
+    study.run_study(s, store, None, workers=1)
+    store.close()
+    assert seen == {"siamese_ws": 5}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from digitpairs import UserError, mnist, predict
+from digitpairs import UserError, mnist, predict, printable
 from digitpairs.config import QUICK_ROUNDS, Config
 from digitpairs.flags import CONFIG_FLAGS, RUN_OPTIONS, build_parser
 
@@ -165,18 +165,14 @@ def _terminated(signum, frame):
 RESUME = "finished runs are in the store; run the same command to resume"
 
 
-def printable(text: str) -> str:
-    """A message on one line whatever the paths in it hold: control characters (a newline, an escape) as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def failure(e: BaseException, store) -> tuple[int, str]:
     """(exit code, the one line to print) for an error that ends a command; store: its --store, if it has one."""
     if isinstance(e, UserError):
         return 2, str(e)
     if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
-        return 2, f"the store {store} cannot be written ({e}): pass --store with a writable file; nothing was stored"
-    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return 2, (f"the store {store} cannot be written ({e}): pass --store with a writable file (the runs stored "
+                   "so far stay)")
+    if type(e) is sqlite3.DatabaseError:  # not its subclasses (a closed connection, a constraint): the file's own
         return 2, f"the store {store} is damaged ({e}): restore a copy, or pass another --store"  # written no more
     if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
         return 2, f"a path is too long: {e}"

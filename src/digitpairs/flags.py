@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-from digitpairs import UserError, predict
+from digitpairs import UserError, predict, printable
 from digitpairs.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
 from digitpairs.studyfile import shipped_names
 
@@ -16,7 +16,7 @@ DEFAULT_STORE = Path("runs/digitpairs.sqlite")
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse would print the whole usage first)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see --help)\n")
 
 
 def non_negative_int(text: str) -> int:
@@ -136,8 +136,7 @@ def build_parser() -> Parser:
     rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
     rpt.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
     rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
-    rpt.add_argument("--out", type=path, default=None,
-                     help="report folder (default: STUDY beside the store: runs/STUDY)")
+    rpt.add_argument("--out", type=path, default=None, help="report folder (default: STUDY beside the store)")
     exp = sub.add_parser("export", help="export the store to another tool")
     exp_sub = exp.add_subparsers(dest="export_command", required=True, parser_class=Parser)
     ml = exp_sub.add_parser("mlflow", help="every run as an MLflow run (needs digitpairs[mlflow])")
@@ -172,8 +171,7 @@ def add_study_flags(rep, d: Config) -> None:
                      help="study name in the store: letters, digits and _ - . , = + [ ] (default: the study file's "
                           "name plus the overridden fields)")
     rep.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
-    rep.add_argument("--out", type=path, default=None,
-                     help="report folder (default: STUDY beside the store: runs/STUDY)")
+    rep.add_argument("--out", type=path, default=None, help="report folder (default: STUDY beside the store)")
     rep.add_argument("--workers", type=positive_int, default=None,
                      help=f"worker processes (default: one per core, here {os.cpu_count()})")
     rep.add_argument("--threads", type=at_most(MAX_THREADS), default=None,

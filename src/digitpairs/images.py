@@ -29,7 +29,11 @@ def read(path: Path) -> torch.Tensor:
     """(28, 28) float32, 0..255, bright ink on black, centred like an MNIST digit; UserError in one line if the
     file cannot be read as an image or holds no ink."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a folder, or a FIFO that would never end
+    try:
+        odd = path.exists() and not path.is_file()  # a folder, or a FIFO that would never end
+    except OSError:  # a folder it may not look into: Pillow's open says so below
+        odd = False
+    if odd:
         raise UserError(f"cannot read the image {str(path)!r} (not a plain file): give a PNG or JPEG file")
     try:
         with warnings.catch_warnings():

@@ -25,6 +25,8 @@ def check_address(address: str) -> None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if address == "auto" or not sep or not port.isdigit():
         return  # Ray's own forms and errors
+    if not 0 < int(port) < 65536:
+        raise UserError(f"--address {address}: a port is 1 to 65535: pass --address HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except (OSError, OverflowError, ValueError) as e:

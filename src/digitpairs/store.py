@@ -189,7 +189,7 @@ class Store:
         """SQLite's quick check of the whole file, before hours of training that could not be stored."""
         problems = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
-            raise sqlite3.DatabaseError(f"damaged ({problems[0]})")
+            raise sqlite3.DatabaseError(problems[0])
 
     def busy(self) -> UserError:
         return UserError(f"store busy, try again: {self.path} stayed locked by another process for "

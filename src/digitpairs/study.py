@@ -182,9 +182,11 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
     spec = study.spec()
     for entry, v in zip(spec["variants"], study.variants):
         entry["group_rounds"] = group_rounds(v.cfg)  # kept only where the store has none for the variant
-    spec = store.ensure_study(study.name, spec, write=False)  # checked; stored once the rest is checked too
-    drv = Driver(study, spec, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
-                 checkpoint_every=checkpoint_every, keep_models=keep_models)
+    def driver(spec: dict) -> Driver:
+        return Driver(study, spec, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
+                      checkpoint_every=checkpoint_every, keep_models=keep_models)
+
+    drv = driver(store.ensure_study(study.name, spec, write=False))  # checked; stored once the rest is checked
     try:
         if not drv.order:
             store.ensure_study(study.name, spec)  # a claim or a model named in the file since: the report's
@@ -193,7 +195,9 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
         mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
         drv.check_checkpoints()
         store.check()
-        store.ensure_study(study.name, spec)
+        stored = store.ensure_study(study.name, spec)
+        if {v["name"]: v["group_rounds"] for v in stored["variants"]} != drv.sizes:  # another process recorded it
+            drv = driver(stored)  # meanwhile, with group sizes of its own: the stored ones hold
         drv.start()
         if backend == "ray":
             from digitpairs.ray_backend import run_ray
