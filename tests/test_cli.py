@@ -87,6 +87,8 @@ FLAGS = {
                                 "cannot reach the Ray cluster at 127.0.0.1:1"),
     "ray address port huge": (["run", "paper", "--backend", "ray", "--address", "127.0.0.1:99999"],
                               "a port is 1 to 65535"),
+    "ray address port not a number": (["run", "paper", "--backend", "ray", "--address", "127.0.0.1:\u00b2"],
+                                      "a port is 1 to 65535"),
     "device index huge": (["reproduce", "--device", "cuda:2147483648"], "device must be auto, cpu, cuda or cuda:N"),
     "study up a folder": (["reproduce", "--study", "../escaped"], "not a valid name"),
     "study absolute": (["reproduce", "--study", "/tmp/x"], "not a valid name"),

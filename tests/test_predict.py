@@ -185,6 +185,16 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, store_path, digits, 
         assert (tmp_path / "p3.csv").read_text() == "first,second\na.png,b.jpg\n"
 
 
+def test_a_loop_of_links_is_one_line(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    predict.check_out(tmp_path / "o.csv", {"one of its images": [loop]})  # an input's loop: reading it says so
+    with pytest.raises(predict.UserError, match="exists and is not a plain file"):
+        predict.check_out(loop, {})
+    with pytest.raises(predict.UserError, match="cannot write .*loop"):
+        predict.check_out(loop / "o.csv", {})
+
+
 def test_out_in_a_folder_it_may_not_read_is_one_line(tmp_path, monkeypatch):
     out = tmp_path / "locked" / "o.csv"
 

@@ -43,6 +43,7 @@ def test_each_variant_chooses_its_own_value():
     assert [r["family"] for r in group] == ["ws", "ws", "ws_bn", "ws_bn"]
     assert group[1]["val_diff"][0] == pytest.approx(-0.10) and group[2]["val_diff"][0] == pytest.approx(-0.25)
     assert sweeps.label({"arch": "siamese_ws_aux[lr=0.002,alpha=0.5]"}, "alpha") == "siamese_ws_aux[lr=0.002]"
+    assert sweeps.label({"arch": "siamese_ws[channels=(8, 16),alpha=0.5]"}, "channels") == "siamese_ws[alpha=0.5]"
 
 
 def test_a_flag_sweep_chooses_one_value():

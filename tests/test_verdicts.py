@@ -53,6 +53,9 @@ def test_an_undefined_t_test_checks_nothing():
     (comp,) = compare(same_gap, 3)
     c = verdicts.check({"text": "t", "better": "a", "worse": "b"}, same_gap, [comp])
     assert c["verdict"] == "not checked" and "undefined" in c["why"] and "+1.00 points" in c["why"]
+    same = verdicts.check({"text": "t", "same": ["a", "b"], "margin": 2}, same_gap, [comp])  # the interval decides
+    assert same["verdict"] == "confirmed" and "p undefined (the same difference in every round)" in (
+        verdicts.COLUMNS[2].cell(same))
     assert "ahead of B by the same 1.0 points in every round" in words(comp)
     one = [row("a", [950]), row("b", [900])]
     (comp,) = compare(one, 1)

@@ -65,9 +65,7 @@ def choose(store, study: str | None, arch: str | None, round: int | None) -> tup
         elif len(have) == 1:
             arch = next(iter(have))
         else:
-            why = (f"its `model`, {named}, has no kept model here" if named else
-                   "the stored study names no `model`: a study stored before it could rerun its command, which "
-                   "records it and trains nothing")
+            why = f"its `model`, {named}, has no kept model here" if named else "its study file names no `model`"
             raise UserError(f"study {study!r} has no validation split to choose a variant by ({why}): choose one "
                             f"with --arch ({', '.join(have)})")
     elif arch not in have:
@@ -151,11 +149,20 @@ def check_out(out: Path, inputs: dict[str, list[Path]]) -> None:
     try:
         if out.is_symlink() or (out.exists() and not out.is_file()):
             raise UserError(f"--out {str(out)!r} exists and is not a plain file: name a new file or a plain one")
-        same = [what for what, paths in inputs.items() if any(out.resolve() == p.resolve() for p in paths)]
-    except OSError as e:  # a folder it may not look into
-        raise UserError(f"cannot write {str(out)!r} ({e.strerror or e}): pass --out with a writable path") from None
-    if same:
-        raise UserError(f"--out {str(out)!r} is {same[0]}: name another file")
+        target = out.resolve()
+    except (OSError, RuntimeError) as e:  # a folder it may not look into; a loop of links (resolve)
+        raise UserError(f"cannot write {str(out)!r} ({getattr(e, 'strerror', None) or e}): pass --out with a "
+                        "writable path") from None
+    for what, paths in inputs.items():
+        if any(target == _resolved(p) for p in paths):
+            raise UserError(f"--out {str(out)!r} is {what}: name another file")
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # an input that cannot be resolved is not --out; reading it says why
+        return None
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -23,9 +23,9 @@ def check_address(address: str) -> None:
     """A cluster's HOST:PORT (or ray://HOST:PORT) answers, checked in seconds before anything is stored: Ray itself
     retries an unreachable address for minutes."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if address == "auto" or not sep or not port.isdigit():
+    if address == "auto" or not sep:
         return  # Ray's own forms and errors
-    if not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise UserError(f"--address {address}: a port is 1 to 65535: pass --address HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()

@@ -19,7 +19,8 @@ def _f(x) -> str:
 
 def label(row: dict, key: str) -> str:
     """A variant's name without the swept key's value: siamese_ws_aux[lr=0.002,alpha=0.5] -> siamese_ws_aux[lr=0.002]."""
-    name = re.sub(rf"(?<=[\[,]){re.escape(key)}=[^,\]]*,?", "", row["arch"])
+    value = r"(?:\([^)]*\)|[^,\]])*"  # a value, or a tuple as older stores wrote it: (8, 16)
+    name = re.sub(rf"(?<=[\[,]){re.escape(key)}={value},?", "", row["arch"])
     return name.replace(",]", "]").removesuffix("[]")
 
 

@@ -108,7 +108,8 @@ def check(claim: dict, rows: list[dict], comps: list[dict], unrun: set[str] = fr
 def _evidence(c: dict) -> str:
     if "diff" not in c:
         return c["why"]
-    p = "< 0.001" if c["p"] < 0.001 else f"= {c['p']:.3f}"
+    p = ("undefined (the same difference in every round)" if math.isnan(c["p"]) else
+         "< 0.001" if c["p"] < 0.001 else f"= {c['p']:.3f}")
     m = c.get("margin", MARGIN)
     margin = f"; margin +-{m:g} point{'s' * (m != 1)}" if "same" in c else ""
     return (f"{100 * c['diff']:+.2f} points (95% CI {100 * c['lo']:+.2f} to {100 * c['hi']:+.2f}), p {p}, "
