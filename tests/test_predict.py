@@ -70,7 +70,7 @@ def test_two_images_with_the_study_models_ensemble(capsys, tmp_path, store_path,
     rounds; without one named either, the user names it."""
     rc, out, err = run(capsys, digits / "a.png", digits / "b.jpg", "--store", store_path)
     assert rc == 2 and not out and err.startswith("digitpairs: error: study 'st' has no validation split to choose "
-                                                  "a variant by (the stored study names no `model`")
+                                                  "a variant by (its study file names no `model`)")
     assert err.endswith("choose one with --arch (siamese_ws_aux, transfer)\n") and len(err.splitlines()) == 1
     named = shutil.copy(store_path, tmp_path / "named.sqlite")
     s = Store(named)
