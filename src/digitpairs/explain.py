@@ -10,15 +10,11 @@ import numpy as np
 
 from digitpairs import answers
 from digitpairs.figures import plot_gallery, plot_grids, plot_rounds
-from digitpairs.render import Column, table
+from digitpairs.render import Column, number, table
 from digitpairs.stats import mean_ci
 
 GALLERY = 24  # wrong pairs the gallery shows
 REFERENCE = "siamese_ws"  # the heatmap beside the best variant's: the plain weight-shared Siamese net
-
-
-def _f(x) -> str:
-    return "" if x is None or math.isnan(x) else f"{x:.4f}"
 
 
 def rounds_blocks(rows: list[dict], out: Path) -> list[tuple]:
@@ -44,11 +40,11 @@ def best(rows: list[dict], model: str | None = None) -> tuple[dict, str]:
 DIGITS = [  # the digit accuracy table (rows: digit_rows')
     Column("Architecture", lambda r: f"{r['label']} (`{r['arch']}`)"),
     Column("Objective", lambda r: r["objective"]),
-    Column("Digit accuracy", lambda r: _f(r["digit_mean"])),
-    Column("SD", lambda r: _f(r["digit_sd"])),
-    Column("95% CI", lambda r: "" if math.isnan(r["digit_lo"]) else f"{_f(r['digit_lo'])} - {_f(r['digit_hi'])}"),
-    Column("Hardest digit", lambda r: f"{r['hardest']} ({_f(r['hardest_acc'])})"),
-    Column("Comparison accuracy", lambda r: _f(r["mean"])),
+    Column("Digit accuracy", lambda r: number(r["digit_mean"])),
+    Column("SD", lambda r: number(r["digit_sd"])),
+    Column("95% CI", lambda r: "" if math.isnan(r["digit_lo"]) else f"{number(r['digit_lo'])} - {number(r['digit_hi'])}"),
+    Column("Hardest digit", lambda r: f"{r['hardest']} ({number(r['hardest_acc'])})"),
+    Column("Comparison accuracy", lambda r: number(r["mean"])),
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from digitpairs import UserError, keep
 from digitpairs.report import write_report
 from digitpairs.store import Store
+from digitpairs.store import files as store_files
 from digitpairs.studyfile import safe_name
 
 KEY = "digitpairs.key"
@@ -53,8 +54,7 @@ def connect(mlflow, tracking_uri: str, store: Path | None = None):
     path = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ""
     if local and path.strip() in ("", ":memory:"):
         raise UserError(f"the tracking URI {tracking_uri!r} names no file: pass --tracking-uri sqlite:///PATH/mlflow.db")
-    if local and store is not None and Path(path).resolve() in {
-            store.resolve(), *(store.resolve().with_name(store.name + s) for s in ("-wal", "-shm"))}:
+    if local and store is not None and Path(path).resolve() in store_files(store):
         raise UserError(f"the tracking URI {tracking_uri!r} is the digitpairs store itself: pass --tracking-uri "
                         "sqlite:///PATH/mlflow.db with another file")
     try:

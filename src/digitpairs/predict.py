@@ -208,6 +208,7 @@ def add_parser(subparsers, store_default: Path, path_type=Path):
 
 def cmd_predict(args) -> int:
     from digitpairs.store import Store
+    from digitpairs.store import files as store_files
 
     if args.pairs is not None and args.images:
         raise UserError("give two images or --pairs FILE.csv, not both")
@@ -222,8 +223,7 @@ def cmd_predict(args) -> int:
         rows, fields, first, second = [], [], [args.images[0]], [args.images[1]]
     if args.out is not None:
         check_out(args.out, {"the pairs file": [args.pairs], "one of its images": first + second,
-                             "the store": [args.store, *(args.store.with_name(args.store.name + s)
-                                                         for s in ("-wal", "-shm"))]})
+                             "the store": store_files(args.store)})
     read = load_images(first + second)  # before the store: a bad image fails fast
     a, b = read[:len(first)], read[len(first):]
     store = Store(args.store, create=False)

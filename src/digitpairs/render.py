@@ -3,9 +3,15 @@ HTML page, so that report.md and report.html always say the same thing."""
 
 import base64
 import html
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def number(x, spec: str = ".4f") -> str:
+    """A table cell of a number: empty for none, or for nan (an SD of one round)."""
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 @dataclass(frozen=True)

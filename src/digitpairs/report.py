@@ -19,13 +19,9 @@ from digitpairs import UserError, answers, explain, sweeps, verdicts
 from digitpairs.config import Config, objective_of
 from digitpairs.figures import plot_curves
 from digitpairs.provenance import provenance_blocks
-from digitpairs.render import Column, csv_rows, render_html, render_md, table
+from digitpairs.render import Column, csv_rows, number, render_html, render_md, table
 from digitpairs.stats import WILCOXON_METHODS, holm, mean_ci, paired_t, wilcoxon
 from digitpairs.store import Store
-
-
-def _f(x, spec=".4f"):
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def _pv(p):
@@ -161,17 +157,17 @@ def columns(spec: dict, rows: list[dict]) -> list[Column]:
 
     return [
         Column("Architecture", lambda r: f"{r['label']} (`{r['arch']}`)", ("arch", "label")),
-        Column("Test accuracy", lambda r: _f(r["mean"]), ("mean",)),
-        Column("SD", lambda r: _f(r["sd"]), ("sd",)),
-        Column("95% CI", lambda r: f"{_f(r['ci_low'])} - {_f(r['ci_high'])}", ("ci_low", "ci_high")),
+        Column("Test accuracy", lambda r: number(r["mean"]), ("mean",)),
+        Column("SD", lambda r: number(r["sd"]), ("sd",)),
+        Column("95% CI", lambda r: f"{number(r['ci_low'])} - {number(r['ci_high'])}", ("ci_low", "ci_high")),
         Column("#Params", lambda r: f"{r['n_params']:,}", ("n_params",)),
         Column("Rounds", rounds, ("rounds",)),
-        Column("Val. accuracy", lambda r: _f(r["val_mean"]), ("val_mean",), has_val),
+        Column("Val. accuracy", lambda r: number(r["val_mean"]), ("val_mean",), has_val),
         Column("s/run", lambda r: f"{r['wall_s']:.1f}", ("wall_s",)),
-        Column("Report: accuracy", lambda r: "beyond the report" if r["report_mean"] is None else _f(r["report_mean"]),
+        Column("Report: accuracy", lambda r: "beyond the report" if r["report_mean"] is None else number(r["report_mean"]),
                ("report_mean",), has_report),
-        Column("SD", lambda r: _f(r["report_sd"]), ("report_sd",), has_report),
-        Column("#Params", lambda r: _f(r["report_params"], ","), ("report_params",), has_report),
+        Column("SD", lambda r: number(r["report_sd"]), ("report_sd",), has_report),
+        Column("#Params", lambda r: number(r["report_params"], ","), ("report_params",), has_report),
     ]
 
 

@@ -117,6 +117,12 @@ def merged(old: dict, new: dict) -> dict:
                                for v in new.get("variants", [])]}
 
 
+def files(path: Path) -> list[Path]:
+    """The files of the store at path, resolved: the database and SQLite's write-ahead log and shared memory."""
+    path = Path(path).resolve()
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
 class Store:
     def __init__(self, path: Path, create: bool = True, timeout: float = 30.0):
         """Open (create=True: or create) the store; timeout: seconds to wait for another process's write lock."""

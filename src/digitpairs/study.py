@@ -117,14 +117,17 @@ class Driver:
         """A variant's checkpoint folder, beside the store: checkpoints/STUDY/VARIANT/group-R.pt."""
         if not self.checkpoint_every:
             return None
-        folder = self.store.path.resolve().parent / "checkpoints" / self.name / v.name  # absolute: Ray nodes too
-        return Checkpoints(folder, self.checkpoint_every)
+        return Checkpoints(self.checkpoint_root() / v.name, self.checkpoint_every)
+
+    def checkpoint_root(self) -> Path:
+        """The study's checkpoints, beside the store; absolute, for Ray's nodes too."""
+        return self.store.path.resolve().parent / "checkpoints" / self.name
 
     def check_checkpoints(self) -> None:
         """Checkpoints can be written beside the store: found before any training, not after its first epoch."""
         if not self.checkpoint_every:
             return
-        folder = self.store.path.resolve().parent / "checkpoints" / self.name
+        folder = self.checkpoint_root()
         made = [f for f in (folder.parent, folder) if not f.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,7 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
     spec = study.spec()
     for entry, v in zip(spec["variants"], study.variants):
         entry["group_rounds"] = group_rounds(v.cfg)  # kept only where the store has none for the variant
+
     def driver(spec: dict) -> Driver:
         return Driver(study, spec, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
                       checkpoint_every=checkpoint_every, keep_models=keep_models)
@@ -195,10 +199,8 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
         mnist.fetch(data_dir, log)  # once, in the driver, so that workers only read the verified cache
         drv.check_checkpoints()
         store.check()
-        stored = store.ensure_study(study.name, spec)
-        if {v["name"]: v["group_rounds"] for v in stored["variants"]} != drv.sizes:  # another process recorded it
-            drv = driver(stored)  # meanwhile, with group sizes of its own: the stored ones hold
-        drv.start()
+        drv = driver(store.ensure_study(study.name, spec))  # as stored: another process may have recorded the
+        drv.start()  # study meanwhile, with group sizes of its own, and the stored ones hold
         if backend == "ray":
             from digitpairs.ray_backend import run_ray
 

@@ -9,12 +9,8 @@ import re
 from pathlib import Path
 
 from digitpairs.figures import plot_sweep
-from digitpairs.render import Column, table
+from digitpairs.render import Column, number, table
 from digitpairs.stats import mean_ci
-
-
-def _f(x) -> str:
-    return "" if x is None or math.isnan(x) else f"{x:.4f}"  # nan: an SD of one round
 
 
 def label(row: dict, key: str) -> str:
@@ -60,9 +56,9 @@ def _diff(r: dict) -> str:
 def columns(key: str) -> list[Column]:
     """The table of a swept key (rows: chosen()'s)."""
     return [Column(key, lambda r: str(r["sweep"][key])), Column("Variant", lambda r: r["family"]),
-            Column("Val. accuracy", lambda r: _f(r["val_mean"])), Column("SD", lambda r: _f(r["val_sd"])),
+            Column("Val. accuracy", lambda r: number(r["val_mean"])), Column("SD", lambda r: number(r["val_sd"])),
             Column("Val. vs chosen (points, 95% CI)", _diff),
-            Column("Test accuracy", lambda r: _f(r["mean"])), Column("SD", lambda r: _f(r["sd"])),
+            Column("Test accuracy", lambda r: number(r["mean"])), Column("SD", lambda r: number(r["sd"])),
             Column("Chosen", lambda r: "yes" if r.get("chosen") else "")]
 
 
@@ -76,8 +72,8 @@ def blocks(spec: dict, rows: list[dict], out: Path) -> list[tuple]:
                    table(columns(key), group)]
         if picked:
             blocks += [("p", " ".join(f"Chosen on validation accuracy for {r['family']}: {key} = {r['sweep'][key]} "
-                                      f"(validation {_f(r['val_mean'])}); test accuracy there {_f(r['mean'])} +- "
-                                      f"{_f(r['sd'])}." for r in picked) +
+                                      f"(validation {number(r['val_mean'])}); test accuracy there {number(r['mean'])} +- "
+                                      f"{number(r['sd'])}." for r in picked) +
                         " Val. vs chosen: a value's validation accuracy minus the chosen one's, per round (the same "
                         "pairs), mean and 95% t-interval in points.")]
         elif spec.get("select") == "val":
