@@ -36,7 +36,7 @@ def test_bench_prints_both_loops_and_the_machine(monkeypatch):
     cfg = Config(size=14, n_pairs=100, n_test=60, epochs=1, batch_size=50)
     speedup = bench.run(ARCHS["siamese_ws_aux"], cfg, 2, log=lines.append)
     assert speedup > 0 and lines[-1] == f"speedup {speedup:.2f}"
-    assert any(ln.startswith("machine: ") for ln in lines) and len(lines) == 5
+    assert any(ln.startswith("machine: ") for ln in lines) and lines[2].startswith("warm-up: ") and len(lines) == 6
     with pytest.raises(UserError, match="members must be 1"):
         bench.run(ARCHS["siamese_ws_aux"], cfg.replace(members=2), 2, log=lines.append)
 

@@ -4,10 +4,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import run_cli
 from digitpairs.store import Store
 from digitpairs.train import RunResult
+
+CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture
@@ -235,7 +238,32 @@ def test_device_reaches_every_run_but_not_the_study_name(tmp_path, monkeypatch):
     seen.clear()
     assert cli.main(["reproduce", "--quick", "--matmul-conv", "--epochs", "3", "--store", "s.sqlite"]) == 0
     assert seen["study"].name == "paper-quick-epochs3"
-    assert all(v.cfg.matmul_conv and not v.cfg.cuda_graphs for v in seen["study"].variants)
+    assert all(v.cfg.matmul_conv and v.cfg.cuda_graphs == CUDA for v in seen["study"].variants)
+
+
+@pytest.mark.parametrize("flag, on_a_gpu, graphs", [
+    ([], True, True), ([], False, False), (["--no-cuda-graphs"], True, False), (["--cuda-graphs"], True, True)])
+def test_cuda_graphs_are_on_by_default_where_training_runs_on_a_gpu(tmp_path, monkeypatch, flag, on_a_gpu, graphs):
+    """Neither --cuda-graphs nor --no-cuda-graphs: each variant captures its steps where its device is a GPU
+    (device.graphs_by_default); either flag decides for every variant. Ray's workers decide "auto" themselves."""
+    from digitpairs import cli, device, report, study
+
+    seen = {}
+    monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
+    monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
+    monkeypatch.setattr(device, "graphs_by_default", lambda name, cluster=False: on_a_gpu)
+    monkeypatch.setattr(device, "check", lambda name, graphs=False: None)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reproduce", "--quick", *flag, "--store", "s.sqlite"]) == 0
+    assert {v.cfg.cuda_graphs for v in seen["study"].variants} == {graphs}
+    assert seen["study"].name == "paper-quick"
+
+
+def test_graphs_by_default_follows_the_device():
+    from digitpairs.device import graphs_by_default
+
+    assert graphs_by_default("cuda") and graphs_by_default("cuda:1") and not graphs_by_default("cpu")
+    assert graphs_by_default("auto") == CUDA and not graphs_by_default("auto", cluster=True)
 
 
 def test_a_damaged_store_is_one_line_and_trains_nothing(tmp_path, populated_store):

@@ -163,8 +163,8 @@ def test_a_failed_capture_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "graph", failing)
     monkeypatch.setattr(step, "run", run)
     idx = torch.arange(20).repeat(1, 1)
-    with pytest.raises(UserError, match=r"^--cuda-graphs: capturing the training step failed \(operation not "
-                                        r"permitted when stream is capturing\); run without --cuda-graphs$"):
+    with pytest.raises(UserError, match=r"^CUDA graphs: capturing the training step failed \(operation not "
+                                        r"permitted when stream is capturing\); run with --no-cuda-graphs$"):
         step(idx, steps.draw(net, cfg, 20))
 
 

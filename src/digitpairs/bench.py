@@ -10,7 +10,9 @@ thread at a time (a study keeps every core busy with a unit per worker; here the
 threads instead), channels_last, the compiled kernels of ops.py and bnrelu.py, in the given precision.
 Both train the same rounds on the same pairs; the figures are model-epochs per second and effective GFLOP/s (the
 model's analytic FLOPs over wall time) beside the machine's measured matmul rate, with the machine's name and its
-load average, since a busy machine slows either side.
+load average, since a busy machine slows either side. Each loop first trains one untimed epoch on the same shapes,
+so that what a process does once (CUDA's start, cuDNN's plans, loading the compiled kernels) is left out of both;
+what each training call does (building the model, capturing a CUDA graph) is timed.
 """
 
 import os
@@ -171,6 +173,9 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     log(f"machine: {devices.name(dev)}, {torch.get_num_threads()} threads; matmul rate fp32 "
         f"{matmul_gflops(torch.float32, dev):.0f} GFLOP/s, bf16 {matmul_gflops(torch.bfloat16, dev):.0f} GFLOP/s; "
         f"the engine's pooling, first convolution and BatchNorm: {kernels} (ops.py)")
+    log("warm-up: one untimed epoch of each loop (the reference on one round, the engine on its groups)")
+    plain_run(arch, cfg.replace(epochs=1), datas[0], seeds[0], dev)
+    train(arch, cfg.replace(epochs=1), datas, list(range(rounds)), seeds, groups=groups, device=dev)
     rates = {}
     for name, fn in (
         ("reference", lambda: [plain_run(arch, cfg, d, s, dev) for d, s in zip(datas, seeds)]),

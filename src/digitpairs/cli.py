@@ -40,6 +40,10 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else study.rounds)
     name = args.study or study.name + "-quick" * args.quick + "".join(
         f"-{k}{v}" for k, v in sorted(overrides.items()) if k not in RUN_OPTIONS)
+    if args.cuda_graphs is None:  # neither --cuda-graphs nor --no-cuda-graphs: on where a variant trains on a GPU
+        study = dataclasses.replace(study, variants=[
+            dataclasses.replace(v, cfg=v.cfg.replace(cuda_graphs=True))
+            if devices.graphs_by_default(v.cfg.device, cluster=args.backend == "ray") else v for v in study.variants])
     study = dataclasses.replace(study, name=name, rounds=rounds)
     for v in study.variants if args.backend != "ray" else ():  # (Ray: the cluster's devices)
         devices.check(v.cfg.device, v.cfg.cuda_graphs)  # a GPU that is not there: one line, before anything is stored
@@ -99,8 +103,10 @@ def cmd_bench(args) -> int:
     from digitpairs.models import arch_config, get_arch
 
     arch = get_arch(args.arch)  # its own settings first, then the command line's
-    base = Config().replace(size=args.size, device=args.device or Config().device,  # checked before its own settings
-                            cuda_graphs=bool(args.cuda_graphs), matmul_conv=bool(args.matmul_conv))
+    dev = args.device or Config().device
+    graphs = devices.graphs_by_default(dev) if args.cuda_graphs is None else args.cuda_graphs
+    base = Config().replace(size=args.size, device=dev,  # checked before its own settings
+                            cuda_graphs=graphs, matmul_conv=bool(args.matmul_conv))
     cfg = arch_config(arch, base).replace(epochs=args.epochs, precision=args.precision)
     devices.check(cfg.device, cfg.cuda_graphs)
     bench.run(dataclasses.replace(arch, extra={}), cfg, args.rounds, args.data_dir, device=cfg.device)

@@ -71,10 +71,11 @@ class Config:
     device: str = "auto"  # where training runs: "auto" (the GPU when PyTorch sees one), "cpu", "cuda", "cuda:N";
     #                       a run option, not part of a study's identity (a study may be resumed on another device)
     cuda_graphs: bool = False  # on a GPU, each group's training step captured once in a CUDA graph and replayed
-    #                            (steps.py): a run option, off by default until measured on a GPU (docs/benchmarks.md)
+    #                            (steps.py): a run option; the command line sets it where training runs on a GPU
+    #                            (device.graphs_by_default: 2.8x faster epochs on an H200, docs/benchmarks.md)
     matmul_conv: bool = False  # the convolutions as batched matmuls over unfolded patches (unfold.py), meant for GPUs,
-    #                            where cuDNN's deterministic grouped backward is slow: a run option, off by default until
-    #                            measured on a GPU
+    #                            where cuDNN's deterministic grouped backward is slow: a run option, off (slower on the
+    #                            CPU and on an H200 alike, docs/benchmarks.md)
 
     def validate(self) -> "Config":
         """Self, or a UserError naming the first field of the wrong type or out of its range."""

@@ -51,6 +51,13 @@ def check(name: str | torch.device, cuda_graphs: bool = False) -> torch.device:
     return device
 
 
+def graphs_by_default(name: str, cluster: bool = False) -> bool:
+    """Whether a run that asks neither for --cuda-graphs nor for --no-cuda-graphs captures its steps: where training
+    runs on a CUDA GPU (the faster GPU path, docs/benchmarks.md). On a Ray cluster (cluster=True) "auto" decides on
+    each worker, so only a device that names cuda turns them on."""
+    return name.startswith("cuda") or (name == "auto" and not cluster and torch.cuda.is_available())
+
+
 @functools.cache
 def deterministic() -> None:
     """PyTorch's deterministic algorithms on CUDA. max_pool2d's backward is flagged nondeterministic because it adds

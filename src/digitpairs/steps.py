@@ -6,7 +6,7 @@ dropout masks) are made on the CPU from the members' own generators before the s
 them (draw()), so that a member's numbers depend neither on the members beside it nor on how the step runs.
 
 `Step` runs it eagerly with torch's Adam (train.optimizer: foreach on the CPU, fused on a GPU). `GraphedStep` (the
-run option `cuda_graphs`, `--cuda-graphs`) captures it in a CUDA graph once per group, after a few eager warm-up
+run option `cuda_graphs`, which the command line turns on where training runs on a GPU) captures it in a CUDA graph once per group, after a few eager warm-up
 steps, and then replays it: one graph launch and a few input copies per step instead of a few hundred small kernels,
 whose launching bounds this network on a GPU (docs/benchmarks.md). A graph replays fixed addresses and may read nothing back to the host, so its
 inputs (indices, draws, and Adam's step-dependent scalars, which OneCycle changes every step) are copied into buffers
@@ -14,7 +14,7 @@ of its own before each replay, and Adam is adam() below: torch's update, its cha
 its state kept in the torch optimizer's (checkpoints and a later eager resume read it unchanged). adam() rounds the
 first moment's update as a multiply and an add where torch's lerp fuses them, so a graphed group's numbers should agree with
 an eager one's to rounding, not bit for bit, and two graphed runs bit for bit (tests/test_device.py checks both where
-a GPU is; this path has not run on one yet). A smaller last minibatch (n_val leaves one) runs eagerly through the
+a GPU is; on an H200 both held, docs/benchmarks.md). A smaller last minibatch (n_val leaves one) runs eagerly through the
 same function, as do the warm-up steps.
 """
 
@@ -231,8 +231,8 @@ class GraphedStep(Step):
                 while isinstance(e.__context__, RuntimeError):  # the cause, not the capture's end failing after it
                     e = e.__context__
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UserError(f"--cuda-graphs: capturing the training step failed ({first}); run without "
-                                "--cuda-graphs") from e
+                raise UserError(f"CUDA graphs: capturing the training step failed ({first}); run with "
+                                "--no-cuda-graphs") from e
             self.graph = graph
             graph.replay()
 
