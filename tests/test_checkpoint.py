@@ -152,3 +152,22 @@ def test_training_over_a_damaged_checkpoint_equals_training_without_one(ckpt, wh
     for a, b in zip(whole[0], again):
         assert a.curves == b.curves and same(a.state, b.state)
     assert ckpt.path(ROUNDS).read_bytes() == whole[1]  # and its checkpoint is whole again
+
+
+def test_a_save_survives_another_group_removing_the_empty_folder(tmp_path, monkeypatch):
+    """Two groups of one variant share its folder: one's remove() may delete the folder, empty for a moment, after
+    the other made it and before it opened its file there. The save makes it again."""
+    from digitpairs import checkpoint
+
+    folder, opened = tmp_path / "checkpoints" / "study" / "variant", []
+
+    def racing_open(file, mode):
+        if not opened:
+            folder.rmdir()  # the other group's remove(), at the worst moment
+        opened.append(file)
+        return open(file, mode)
+
+    monkeypatch.setattr(checkpoint, "open", racing_open, raising=False)
+    _write(folder / "group-12.pt", {"epoch": 1})
+    assert len(opened) == 2 and _read(folder / "group-12.pt", "cpu") == {"epoch": 1}
+    assert [p.name for p in folder.iterdir()] == ["group-12.pt"]

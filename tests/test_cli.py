@@ -251,12 +251,48 @@ def test_cuda_graphs_are_on_by_default_where_training_runs_on_a_gpu(tmp_path, mo
     seen = {}
     monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
     monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
-    monkeypatch.setattr(device, "graphs_by_default", lambda name, cluster=False: on_a_gpu)
+    clusters = []
+    monkeypatch.setattr(device, "graphs_by_default", lambda name, cluster=False: clusters.append(cluster) or on_a_gpu)
     monkeypatch.setattr(device, "check", lambda name, graphs=False: None)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["reproduce", "--quick", *flag, "--store", "s.sqlite"]) == 0
     assert {v.cfg.cuda_graphs for v in seen["study"].variants} == {graphs}
     assert seen["study"].name == "paper-quick"
+    assert set(clusters) <= {False}
+    seen.clear()
+    assert cli.main(["reproduce", "--quick", *flag, "--backend", "ray", "--store", "s.sqlite"]) == 0
+    assert {v.cfg.cuda_graphs for v in seen["study"].variants} == {graphs}
+    if not flag:  # under Ray, the rule is asked for a cluster's: only a device that names cuda
+        assert clusters[-1] is True
+    # a study file that sets cuda_graphs keeps it, unless a flag says otherwise
+    (tmp_path / "mine.toml").write_text('archs = ["siamese_ws"]\n[config]\ncuda_graphs = false\n')
+    seen.clear()
+    assert cli.main(["run", "mine.toml", "--quick", *flag, "--store", "s.sqlite"]) == 0
+    assert {v.cfg.cuda_graphs for v in seen["study"].variants} == {bool(flag) and graphs}
+
+
+@pytest.mark.parametrize("flag, on_a_gpu, graphs", [
+    ([], True, True), ([], False, False), (["--no-cuda-graphs"], True, False)])
+def test_bench_captures_by_default_on_a_gpu(monkeypatch, flag, on_a_gpu, graphs):
+    from digitpairs import bench, cli, device
+
+    seen = {}
+    monkeypatch.setattr(bench, "run", lambda arch, cfg, *a, **k: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(device, "graphs_by_default", lambda name, cluster=False: on_a_gpu)
+    monkeypatch.setattr(device, "check", lambda name, graphs=False: None)
+    assert cli.main(["bench", *flag]) == 0
+    assert seen["cfg"].cuda_graphs is graphs
+
+
+def test_no_cuda_graphs_on_the_cpu_is_no_error(tmp_path, monkeypatch):
+    from digitpairs import cli, report, study
+
+    seen = {}
+    monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
+    monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reproduce", "--quick", "--device", "cpu", "--no-cuda-graphs", "--store", "s.sqlite"]) == 0
+    assert not any(v.cfg.cuda_graphs for v in seen["study"].variants)
 
 
 def test_graphs_by_default_follows_the_device():

@@ -35,9 +35,7 @@ class Checkpoints:
     def save(self, rounds: list[int], key: dict, epoch: int, net, opt, sched, curves: list[list[dict]]) -> None:
         if not self.every or epoch % self.every:
             return
-        path = self.path(rounds)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, {"key": key, "epoch": epoch, **_state(net, opt, sched), "curves": curves})
+        _write(self.path(rounds), {"key": key, "epoch": epoch, **_state(net, opt, sched), "curves": curves})
 
     def remove(self, rounds: list[int]) -> None:
         """Delete the group's checkpoint, and the folders up to checkpoints/ once they are empty."""
@@ -75,15 +73,24 @@ class Checkpoints:
         return state["epoch"], state["curves"]
 
 
-def _write(path: Path, state: dict) -> None:
-    """MAGIC, the payload's SHA-256 and the payload, written beside the file then renamed over it."""
+def _write(path: Path, state: dict, tries: int = 5) -> None:
+    """MAGIC, the payload's SHA-256 and the payload, written beside the file then renamed over it. The folder is
+    made first; another group's remove() may take it away while it is still empty, before the file is opened in it:
+    then it is made again (once the file is open in it, the folder is not empty and stays)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + hashlib.sha256(payload).digest())
-        f.write(payload)
+    for attempt in range(tries):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + hashlib.sha256(payload).digest())
+                f.write(payload)
+            break
+        except FileNotFoundError:
+            if attempt == tries - 1:
+                raise
     os.replace(tmp, path)
 
 

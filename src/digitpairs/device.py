@@ -47,14 +47,15 @@ def check(name: str | torch.device, cuda_graphs: bool = False) -> torch.device:
     device = resolve(name)
     if cuda_graphs and device.type != "cuda":
         raise UserError(f"--cuda-graphs captures the training step on a CUDA GPU, and training here runs on the CPU "
-                        f"(device {name}): drop --cuda-graphs, or use --device cuda on a machine with a GPU")
+                        f"(device {name}): drop --cuda-graphs (or cuda_graphs in the study file), or use --device cuda on a "
+                        "machine with a GPU")
     return device
 
 
 def graphs_by_default(name: str, cluster: bool = False) -> bool:
     """Whether a run that asks neither for --cuda-graphs nor for --no-cuda-graphs captures its steps: where training
-    runs on a CUDA GPU (the faster GPU path, docs/benchmarks.md). On a Ray cluster (cluster=True) "auto" decides on
-    each worker, so only a device that names cuda turns them on."""
+    runs on a CUDA GPU (the faster GPU path, docs/benchmarks.md). On a Ray cluster (cluster=True) only a device
+    that names cuda: with "auto" a task declares no GPU (ray_backend) and trains on the CPU."""
     return name.startswith("cuda") or (name == "auto" and not cluster and torch.cuda.is_available())
 
 

@@ -176,6 +176,11 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
     return Study(name, rounds, tuple(variants), select, tuple(claims), model)
 
 
+def sets(spec: dict, key: str) -> bool:
+    """Whether a (built) study file sets a Config field itself: in [config] or in an entry of archs."""
+    return key in spec.get("config", {}) or any(isinstance(e, dict) and key in e for e in spec.get("archs", []))
+
+
 def _file_config(config, where: str, quick: bool, overrides: dict) -> Config:
     """The file's [config] over Config's defaults, checked, and checked again under --quick and the command line."""
     if not isinstance(config, dict):
@@ -196,8 +201,9 @@ def _sweep(sweep, where: str) -> dict[str, list]:
         raise UserError(f"{where}: [sweep] must be a table")
     _unknown(f"{where} [sweep]", sweep, set(CONFIG_FIELDS) | set(ARCH_FLAGS))
     for option in set(RUN_OPTIONS) & set(sweep):
-        raise UserError(f"{where} [sweep]: {option} says how a study runs, not what it trains: pass "
-                        f"--{option.replace('_', '-')}")
+        flag = option.replace("_", "-")
+        raise UserError(f"{where} [sweep]: {option} says how a study runs, not what it trains: pass --{flag}"
+                        + f" or --no-{flag}" * (option == "cuda_graphs"))
     out = {}
     for k, vs in sweep.items():
         if not isinstance(vs, list) or not vs:
