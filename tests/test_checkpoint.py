@@ -154,20 +154,36 @@ def test_training_over_a_damaged_checkpoint_equals_training_without_one(ckpt, wh
     assert ckpt.path(ROUNDS).read_bytes() == whole[1]  # and its checkpoint is whole again
 
 
-def test_a_save_survives_another_group_removing_the_empty_folder(tmp_path, monkeypatch):
-    """Two groups of one variant share its folder: one's remove() may delete the folder, empty for a moment, after
-    the other made it and before it opened its file there. The save makes it again."""
+@pytest.mark.parametrize("when", ["before the file is opened", "between the folder's parent and the folder"])
+def test_a_save_survives_another_group_removing_an_empty_folder(tmp_path, monkeypatch, when):
+    """Groups (of one variant, or of the study's other variants) share folders: a group's remove() may delete one,
+    empty for a moment, while another group's save has made it and not yet put its file there. The save makes it
+    again; the same for the check before training (study.check_checkpoints), which uses the same function."""
+    import os
+
     from digitpairs import checkpoint
 
-    folder, opened = tmp_path / "checkpoints" / "study" / "variant", []
+    study = tmp_path / "checkpoints" / "study"
+    ckpt, calls = Checkpoints(study / "variant"), []
+    net, opt, sched = group()
+    if when == "before the file is opened":
+        def racing(file, mode):
+            if not calls:
+                ckpt.folder.rmdir()  # the other group's remove(), at the worst moment
+            calls.append(file)
+            return open(file, mode)
 
-    def racing_open(file, mode):
-        if not opened:
-            folder.rmdir()  # the other group's remove(), at the worst moment
-        opened.append(file)
-        return open(file, mode)
+        monkeypatch.setattr(checkpoint, "open", racing, raising=False)
+    else:
+        mkdir = os.mkdir
 
-    monkeypatch.setattr(checkpoint, "open", racing_open, raising=False)
-    _write(folder / "group-12.pt", {"epoch": 1})
-    assert len(opened) == 2 and _read(folder / "group-12.pt", "cpu") == {"epoch": 1}
-    assert [p.name for p in folder.iterdir()] == ["group-12.pt"]
+        def racing(path, *args):
+            if str(path) == str(ckpt.folder) and study.is_dir() and not calls:
+                study.rmdir()  # another variant's remove() takes the study's folder, just made
+                calls.append(path)
+            return mkdir(path, *args)
+
+        monkeypatch.setattr(os, "mkdir", racing)
+    ckpt.save(ROUNDS, {"k": 1}, 1, net, opt, sched, [[], []])
+    assert calls and [p.name for p in ckpt.folder.iterdir()] == [ckpt.path(ROUNDS).name]
+    assert _read(ckpt.path(ROUNDS), "cpu")["epoch"] == 1

@@ -100,6 +100,10 @@ BAD |= {  # every key, with a wrong type, a negative, a zero, a huge value, NaN/
     "sweep head": (A + '[sweep]\nhead = ["mlp", "vote"]\n', "head must be one of mlp, logic, prob"),
     "sweep of a run option": (A + '[sweep]\ncuda_graphs = [true, false]\n', "pass --cuda-graphs"),
     "sweep of matmul_conv": (A + '[sweep]\nmatmul_conv = [true, false]\n', "pass --matmul-conv"),
+    "run option in an entry": ('archs = [{name = "siamese_ws", cuda_graphs = false}]\n',
+                               ("cuda_graphs says how a study runs, not what it trains: set it in [config], or pass "
+                                "--cuda-graphs or --no-cuda-graphs")),
+    "device in an entry": ('archs = [{name = "siamese_ws", device = "cpu"}]\n', "set it in [config], or pass --device"),
     "sweep of a million": (A + '[sweep]\n' + "".join(f"{k} = {list(range(1, 11))}\n" for k in
                                                       ("epochs", "batch_size", "hidden", "head_hidden")),
                            "make 10000 variants, more than 1000"),

@@ -73,24 +73,33 @@ class Checkpoints:
         return state["epoch"], state["curves"]
 
 
-def _write(path: Path, state: dict, tries: int = 5) -> None:
-    """MAGIC, the payload's SHA-256 and the payload, written beside the file then renamed over it. The folder is
-    made first; another group's remove() may take it away while it is still empty, before the file is opened in it:
-    then it is made again (once the file is open in it, the folder is not empty and stays)."""
+def in_folder(folder: Path, make, tries: int = 5):
+    """make() (which creates a file in folder) after making the folder and its parents. Another group's or
+    process's remove() may take a folder away while it is still empty, before the file is in it: then both are made
+    again (once the file is there, the folder is not empty and stays)."""
+    for attempt in range(tries):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return make()
+        except FileNotFoundError:
+            if attempt == tries - 1:
+                raise
+
+
+def _write(path: Path, state: dict) -> None:
+    """MAGIC, the payload's SHA-256 and the payload, written beside the file (its folder made) then renamed over
+    it."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    for attempt in range(tries):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + hashlib.sha256(payload).digest())
-                f.write(payload)
-            break
-        except FileNotFoundError:
-            if attempt == tries - 1:
-                raise
+
+    def write():
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + hashlib.sha256(payload).digest())
+            f.write(payload)
+
+    in_folder(path.parent, write)
     os.replace(tmp, path)
 
 

@@ -40,7 +40,7 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else study.rounds)
     name = args.study or study.name + "-quick" * args.quick + "".join(
         f"-{k}{v}" for k, v in sorted(overrides.items()) if k not in RUN_OPTIONS)
-    if args.cuda_graphs is None and not studyfile.sets(spec, "cuda_graphs"):  # neither flag nor file: on a GPU, on
+    if args.cuda_graphs is None and "cuda_graphs" not in spec.get("config", {}):  # neither flag nor file: on a GPU
         study = dataclasses.replace(study, variants=[
             dataclasses.replace(v, cfg=v.cfg.replace(cuda_graphs=True))
             if devices.graphs_by_default(v.cfg.device, cluster=args.backend == "ray") else v for v in study.variants])

@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from digitpairs import UserError, claims, mnist
-from digitpairs.checkpoint import Checkpoints
+from digitpairs.checkpoint import Checkpoints, in_folder
 from digitpairs.models import create_model
 from digitpairs.store import Store
 from digitpairs.studyfile import Study, Variant
@@ -130,8 +130,7 @@ class Driver:
         folder = self.checkpoint_root()
         made = [f for f in (folder.parent, folder) if not f.exists()]
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
+            in_folder(folder, lambda: tempfile.TemporaryFile(dir=folder).close())
         except OSError as e:
             raise UserError(f"cannot write checkpoints in {str(folder)!r} ({e.strerror or e}): pass "
                             "--checkpoint-every 0, or a --store in a writable folder") from None

@@ -176,9 +176,11 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
     return Study(name, rounds, tuple(variants), select, tuple(claims), model)
 
 
-def sets(spec: dict, key: str) -> bool:
-    """Whether a (built) study file sets a Config field itself: in [config] or in an entry of archs."""
-    return key in spec.get("config", {}) or any(isinstance(e, dict) and key in e for e in spec.get("archs", []))
+def _run_option(where: str, option: str, there: str) -> UserError:
+    """The error for a run option (config.RUN_OPTIONS) where only what a study trains may be set."""
+    flag = option.replace("_", "-")
+    return UserError(f"{where}: {option} says how a study runs, not what it trains: {there}pass --{flag}"
+                     + f" or --no-{flag}" * (option == "cuda_graphs"))
 
 
 def _file_config(config, where: str, quick: bool, overrides: dict) -> Config:
@@ -201,9 +203,7 @@ def _sweep(sweep, where: str) -> dict[str, list]:
         raise UserError(f"{where}: [sweep] must be a table")
     _unknown(f"{where} [sweep]", sweep, set(CONFIG_FIELDS) | set(ARCH_FLAGS))
     for option in set(RUN_OPTIONS) & set(sweep):
-        flag = option.replace("_", "-")
-        raise UserError(f"{where} [sweep]: {option} says how a study runs, not what it trains: pass --{flag}"
-                        + f" or --no-{flag}" * (option == "cuda_graphs"))
+        raise _run_option(f"{where} [sweep]", option, "")
     out = {}
     for k, vs in sweep.items():
         if not isinstance(vs, list) or not vs:
@@ -224,6 +224,8 @@ def _variants(entry, where: str, file_cfg: Config, sweep: dict, quick: bool, ove
         raise UserError(f"{where}: each entry of archs is a name or a table with a name, not {entry!r}")
     here = f"{where} archs.{entry['name']}"
     _unknown(here, entry, ARCH_KEYS)
+    for option in set(RUN_OPTIONS) & set(entry):  # per variant, it would enter the variant's name
+        raise _run_option(here, option, "set it in [config], or ")
     try:
         base = get_arch(entry["name"])
     except UserError as e:
