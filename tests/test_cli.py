@@ -257,7 +257,7 @@ def test_cuda_graphs_are_on_by_default_where_training_runs_on_a_gpu(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert cli.main(["reproduce", "--quick", *flag, "--store", "s.sqlite"]) == 0
     assert {v.cfg.cuda_graphs for v in seen["study"].variants} == {graphs}
-    assert seen["study"].name == "paper-quick"
+    assert seen["study"].name == "paper-quick" and isinstance(seen["study"].variants, tuple)
     assert set(clusters) <= {False}
     seen.clear()
     assert cli.main(["reproduce", "--quick", *flag, "--backend", "ray", "--store", "s.sqlite"]) == 0

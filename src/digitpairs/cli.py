@@ -40,11 +40,12 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else study.rounds)
     name = args.study or study.name + "-quick" * args.quick + "".join(
         f"-{k}{v}" for k, v in sorted(overrides.items()) if k not in RUN_OPTIONS)
+    variants = study.variants
     if args.cuda_graphs is None and "cuda_graphs" not in spec.get("config", {}):  # neither flag nor file: on a GPU
-        study = dataclasses.replace(study, variants=[
-            dataclasses.replace(v, cfg=v.cfg.replace(cuda_graphs=True))
-            if devices.graphs_by_default(v.cfg.device, cluster=args.backend == "ray") else v for v in study.variants])
-    study = dataclasses.replace(study, name=name, rounds=rounds)
+        variants = tuple(dataclasses.replace(v, cfg=v.cfg.replace(cuda_graphs=True))
+                         if devices.graphs_by_default(v.cfg.device, cluster=args.backend == "ray") else v
+                         for v in variants)
+    study = dataclasses.replace(study, name=name, rounds=rounds, variants=variants)
     for v in study.variants if args.backend != "ray" else ():  # (Ray: the cluster's devices)
         devices.check(v.cfg.device, v.cfg.cuda_graphs)  # a GPU that is not there: one line, before anything is stored
     out = writable_dir(args.out or args.store.parent / name)  # beside its store: another store's report stays
