@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitpairs import UserError, mnist, studyfile
+from digitpairs import UserError
+from digitpairs.data import mnist
+from digitpairs.spec import studyfile
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:

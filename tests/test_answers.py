@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fake_mnist
-from digitpairs import answers
-from digitpairs.config import Config
-from digitpairs.pairs import round_data
-from digitpairs.store import Store
-from digitpairs.train import train
+from digitpairs.analysis import answers as analysis_answers
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.training import train
+from digitpairs.spec.config import Config
+from digitpairs.spec.records import MAX_WRONG
+from digitpairs.store import Store, answers
 
 CFG = Config(size=14, n_pairs=100, n_test=100, epochs=2, precision="fp32")
 MNIST = fake_mnist()
@@ -34,10 +35,10 @@ def test_answers_agree_with_the_count_and_the_test_pairs(runs):
         assert (a["answer"] == truth).sum() == r.test_correct and len(a["answer"]) == CFG.n_test
         assert np.array_equal(MNIST["test_labels"][a["test_idx"]], a["classes"])
         wrong = np.flatnonzero(a["answer"] != truth)
-        assert np.array_equal(a["wrong_at"], wrong[:answers.MAX_WRONG]) and len(a["wrong"]) == len(a["wrong_at"])
+        assert np.array_equal(a["wrong_at"], wrong[:MAX_WRONG]) and len(a["wrong"]) == len(a["wrong_at"])
         seen = F.avg_pool2d(torch.from_numpy(MNIST["test_images"][a["test_idx"][a["wrong_at"]]]).float(), 2)
         assert np.allclose(a["wrong"], seen.round().numpy(), atol=1)  # round(x * std + mean) of the normalised
-        assert 0 <= answers.digit_accuracy(a) <= 1
+        assert 0 <= analysis_answers.digit_accuracy(a) <= 1
 
 
 @pytest.mark.parametrize("arch", ["siamese_ws_aux", "prob"])
@@ -46,7 +47,7 @@ def test_p_le_is_what_the_answer_comes_from(arch):
     P(a <= b) > 1/2 for both (the logic head answers from the digits' argmax instead)."""
     import dataclasses
 
-    from digitpairs.models import get_arch
+    from digitpairs.spec.registry import get_arch
 
     a = get_arch("siamese_ws") if arch == "prob" else get_arch(arch)
     a = dataclasses.replace(a, head="prob") if arch == "prob" else a
@@ -67,7 +68,7 @@ def test_answers_round_trip_through_the_store(tmp_path, runs):
         for key in answers.DTYPES:
             assert np.array_equal(back[key], np.asarray(r.answers[key]).astype(answers.DTYPES[key])), key
         assert back["correct"].sum() == r.test_correct
-    right, total = answers.grid(list(found["transfer"].values()))
+    right, total = analysis_answers.grid(list(found["transfer"].values()))
     assert total.sum() == 2 * CFG.n_test and right.sum() == sum(r.test_correct for r in runs)
     store.db.execute("UPDATE answers SET p_le = x'00' WHERE round = 1")  # a damaged row: left out, not a crash
     assert set(answers.load(store.db, "st")["transfer"]) == {0}
@@ -82,7 +83,7 @@ def test_a_store_without_answers_reads_as_none(tmp_path):
 def test_a_group_resumed_after_its_last_epoch_answers_the_same(tmp_path, runs):
     """Killed after the last epoch's checkpoint and before its runs were stored: the resumed group trains nothing
     and evaluates again, with the same answers."""
-    from digitpairs.checkpoint import Checkpoints
+    from digitpairs.engine.checkpoint import Checkpoints
 
     ckpt = Checkpoints(tmp_path / "unit")
     first = train("transfer", CFG, datas([0, 1]), [0, 1], [0, 1], groups=[2], checkpoints=ckpt)

@@ -2,10 +2,12 @@ import pytest
 import torch
 
 from conftest import fake_mnist
-from digitpairs import UserError, bench
-from digitpairs.config import Config
-from digitpairs.models import ARCHS, arch_config, create_model
-from digitpairs.pairs import round_data
+from digitpairs import UserError
+from digitpairs.data.pairs import round_data
+from digitpairs.model import create_model
+from digitpairs.runner import bench
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import ARCHS, arch_config
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from conftest import fake_mnist
-from digitpairs.checkpoint import Checkpoints, _read, _state, _write
-from digitpairs.config import Config
-from digitpairs.models import arch_config, get_arch
-from digitpairs.pairs import round_data
-from digitpairs.train import build, train
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.checkpoint import Checkpoints, _read, _state, _write
+from digitpairs.engine.training import build, train
+from digitpairs.model.weights import from_bytes
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import arch_config, get_arch
 
 ARCH, SEEDS, ROUNDS = "siamese_ws_aux_bn_drop", [3, 4], [0, 1]  # dropout, augmentation, OneCycle: every state used
 CFG = Config(size=14, n_pairs=60, n_test=60, epochs=2, batch_size=20, precision="fp32", device="cpu",
@@ -150,7 +151,7 @@ def test_training_over_a_damaged_checkpoint_equals_training_without_one(ckpt, wh
     again = train(ARCH, CFG, datas(), ROUNDS, SEEDS, groups=[2], checkpoints=ckpt, on_epoch=ticks.append)
     assert ticks == [2, 2] and "damaged" in capsys.readouterr().err
     for a, b in zip(whole[0], again):
-        assert a.curves == b.curves and same(a.state, b.state)
+        assert a.curves == b.curves and same(from_bytes(a.weights), from_bytes(b.weights))
     assert ckpt.path(ROUNDS).read_bytes() == whole[1]  # and its checkpoint is whole again
 
 
@@ -161,7 +162,7 @@ def test_a_save_survives_another_group_removing_an_empty_folder(tmp_path, monkey
     again; the same for the check before training (study.check_checkpoints), which uses the same function."""
     import os
 
-    from digitpairs import checkpoint
+    from digitpairs.engine import checkpoint
 
     study = tmp_path / "checkpoints" / "study"
     ckpt, calls = Checkpoints(study / "variant"), []

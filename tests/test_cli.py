@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import run_cli
+from digitpairs.spec.records import RunResult
 from digitpairs.store import Store
-from digitpairs.train import RunResult
 
 CUDA = torch.cuda.is_available()
 
@@ -130,12 +130,14 @@ FLAGS = {
 
 @pytest.mark.parametrize("case", list(FLAGS))
 def test_every_flag_refuses_bad_values_in_one_line(case, populated_store, tmp_path, monkeypatch, capsys):
-    from digitpairs import bench, cli, study
+    from digitpairs.cli import main as cli
+    from digitpairs.cli import run as run_command
+    from digitpairs.runner import bench
 
     def no_training(*args, **kwargs):
         raise AssertionError("bad input reached training")
 
-    monkeypatch.setattr(study, "run_study", no_training)
+    monkeypatch.setattr(run_command, "run_study", no_training)
     monkeypatch.setattr(bench, "run", no_training)
     monkeypatch.chdir(tmp_path)
     args, expected = FLAGS[case]
@@ -156,7 +158,7 @@ def test_every_flag_refuses_bad_values_in_one_line(case, populated_store, tmp_pa
 
 def test_report_of_a_stored_study_with_an_unsafe_name_needs_out(tmp_path, monkeypatch):
     """A store made by an older version may hold any study name: its report goes only where --out says."""
-    from digitpairs import cli
+    from digitpairs.cli import main as cli
 
     store = Store(tmp_path / "s.sqlite")
     fill_unsafe = RunResult(0, 0, 0.9, None, 10, 1.0, 1, [])
@@ -220,17 +222,19 @@ def test_list_prints_every_architecture():
 
 
 def test_the_local_backend_does_not_import_ray():
-    code = ("import sys, digitpairs.cli, digitpairs.study, digitpairs.train, digitpairs.report; "
+    code = ("import sys, digitpairs.cli.main, digitpairs.cli.run, digitpairs.runner.study, digitpairs.engine, "
+            "digitpairs.report.write; "
             "sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_device_reaches_every_run_but_not_the_study_name(tmp_path, monkeypatch):
-    from digitpairs import cli, report, study
+    from digitpairs.cli import main as cli
+    from digitpairs.cli import run as run_command
 
     seen = {}
-    monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
-    monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
+    monkeypatch.setattr(run_command, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
+    monkeypatch.setattr(run_command, "write_report", lambda store, name, out: out / "report.md")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["reproduce", "--quick", "--device", "cpu", "--epochs", "3", "--store", "s.sqlite"]) == 0
     assert seen["study"].name == "paper-quick-epochs3"
@@ -246,11 +250,13 @@ def test_device_reaches_every_run_but_not_the_study_name(tmp_path, monkeypatch):
 def test_cuda_graphs_are_on_by_default_where_training_runs_on_a_gpu(tmp_path, monkeypatch, flag, on_a_gpu, graphs):
     """Neither --cuda-graphs nor --no-cuda-graphs: each variant captures its steps where its device is a GPU
     (device.graphs_by_default); either flag decides for every variant. Ray's workers decide "auto" themselves."""
-    from digitpairs import cli, device, report, study
+    from digitpairs import device
+    from digitpairs.cli import main as cli
+    from digitpairs.cli import run as run_command
 
     seen = {}
-    monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
-    monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
+    monkeypatch.setattr(run_command, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
+    monkeypatch.setattr(run_command, "write_report", lambda store, name, out: out / "report.md")
     clusters = []
     monkeypatch.setattr(device, "graphs_by_default", lambda name, cluster=False: clusters.append(cluster) or on_a_gpu)
     monkeypatch.setattr(device, "check", lambda name, graphs=False: None)
@@ -274,7 +280,9 @@ def test_cuda_graphs_are_on_by_default_where_training_runs_on_a_gpu(tmp_path, mo
 @pytest.mark.parametrize("flag, on_a_gpu, graphs", [
     ([], True, True), ([], False, False), (["--no-cuda-graphs"], True, False)])
 def test_bench_captures_by_default_on_a_gpu(monkeypatch, flag, on_a_gpu, graphs):
-    from digitpairs import bench, cli, device
+    from digitpairs import device
+    from digitpairs.cli import main as cli
+    from digitpairs.runner import bench
 
     seen = {}
     monkeypatch.setattr(bench, "run", lambda arch, cfg, *a, **k: seen.setdefault("cfg", cfg))
@@ -285,11 +293,12 @@ def test_bench_captures_by_default_on_a_gpu(monkeypatch, flag, on_a_gpu, graphs)
 
 
 def test_no_cuda_graphs_on_the_cpu_is_no_error(tmp_path, monkeypatch):
-    from digitpairs import cli, report, study
+    from digitpairs.cli import main as cli
+    from digitpairs.cli import run as run_command
 
     seen = {}
-    monkeypatch.setattr(study, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
-    monkeypatch.setattr(report, "write_report", lambda store, name, out: out / "report.md")
+    monkeypatch.setattr(run_command, "run_study", lambda s, *a, **k: seen.setdefault("study", s))
+    monkeypatch.setattr(run_command, "write_report", lambda store, name, out: out / "report.md")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["reproduce", "--quick", "--device", "cpu", "--no-cuda-graphs", "--store", "s.sqlite"]) == 0
     assert not any(v.cfg.cuda_graphs for v in seen["study"].variants)
@@ -345,7 +354,7 @@ def test_the_store_and_the_machine_failures_in_one_line():
     programming error on the store is not called damage."""
     import errno
 
-    from digitpairs.cli import failure
+    from digitpairs.cli.main import failure
 
     assert failure(sqlite3.OperationalError("attempt to write a readonly database"), "s.sqlite") == (
         2, ("the store s.sqlite cannot be written (attempt to write a readonly database): pass --store with a "

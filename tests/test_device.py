@@ -6,9 +6,9 @@ import torch
 
 from conftest import fake_mnist, run_cli
 from digitpairs import UserError, device
-from digitpairs.config import Config
-from digitpairs.pairs import round_data
-from digitpairs.train import group_rounds, train
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.training import group_rounds, train
+from digitpairs.spec.config import Config
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -59,7 +59,7 @@ def test_cuda_batched_rounds_equal_separate_runs(name):
     """On the GPU too, K rounds trained as one batched model follow the math of K separate runs (fp32)."""
     import dataclasses
 
-    from digitpairs.models import ARCHS
+    from digitpairs.spec.registry import ARCHS
 
     arch = ARCHS[name]
     arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 2})
@@ -99,8 +99,8 @@ def test_cuda_graphs_agree_with_the_plain_gpu_path(name, monkeypatch):
     full minibatches) trains as the plain GPU path does, to rounding; a partial last minibatch runs eagerly."""
     import dataclasses
 
-    from digitpairs import steps
-    from digitpairs.models import ARCHS
+    from digitpairs.engine import steps
+    from digitpairs.spec.registry import ARCHS
 
     arch = dataclasses.replace(ARCHS[name], extra=ARCHS[name].extra | {"epochs": 3})
     cfg = CFG.replace(n_val=10, batch_size=40)  # 90 pairs, 180 swapped: 4 full minibatches and one of 20

@@ -7,7 +7,7 @@ mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed
 
 
 def test_export_to_sqlite_tracking_store_twice_without_duplicates(tmp_path):
-    from digitpairs.export import export
+    from digitpairs.export.mlflow import export
 
     store = Store(tmp_path / "s.sqlite")
     fill(store, {"a": [0.90, 0.91, 0.92], "b": [0.95, 0.97, 0.96]})
@@ -30,8 +30,8 @@ def test_export_to_sqlite_tracking_store_twice_without_duplicates(tmp_path):
 def test_artifacts_stay_in_their_folder_whatever_the_study_name(tmp_path):
     """A store made by an older version may hold a study named like a path: its artifacts go under mlartifacts/."""
     from digitpairs import UserError
-    from digitpairs.export import artifact_folder, export
-    from digitpairs.train import RunResult
+    from digitpairs.export.mlflow import artifact_folder, export
+    from digitpairs.spec.records import RunResult
 
     assert artifact_folder("paper-quick") == "paper-quick"
     assert artifact_folder("../escaped").startswith("study-") and "/" not in artifact_folder("../escaped")
@@ -51,7 +51,7 @@ def test_export_refuses_the_store_itself_and_an_unwritable_place(tmp_path):
     import sqlite3
 
     from digitpairs import UserError
-    from digitpairs.export import export
+    from digitpairs.export.mlflow import export
 
     store = Store(tmp_path / "s.sqlite")
     fill(store, {"a": [0.90, 0.91]})

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from digitpairs.ray_backend import descendants
+from digitpairs.base.procfs import descendants
 
 pytestmark = pytest.mark.slow
 RUNS = 30  # 2 variants x 15 rounds; at 28x28 a group is 3 rounds and so is a unit: 10 units

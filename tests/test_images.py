@@ -6,13 +6,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from digitpairs import UserError, images, mnist
-from digitpairs.config import Config
-from digitpairs.keep import build
-from digitpairs.models import arch_config, get_arch
-from digitpairs.pairs import round_data
-from digitpairs.predict import probabilities
-from digitpairs.train import train
+from digitpairs import UserError
+from digitpairs.data import images, mnist
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.training import train
+from digitpairs.model.weights import from_bytes
+from digitpairs.predict.answer import probabilities
+from digitpairs.predict.kept import build
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import arch_config, get_arch
 
 
 def seven(w=300, h=240, ink=20, paper=235) -> np.ndarray:
@@ -99,7 +101,7 @@ def reader(real_data_dir):
     arch = dataclasses.replace(arch, extra={})  # its own settings are in cfg
     data = round_data(mnist.load(real_data_dir, log=lambda *a: None), 0, cfg.n_pairs, cfg.n_test)
     [r] = train(arch, cfg, [data], [0], [0], groups=[1])
-    net = build(arch, cfg, r.state)
+    net = build(arch, cfg, from_bytes(r.weights))
 
     def read(xs: list[torch.Tensor]) -> torch.Tensor:
         x = torch.stack([images.prepare(x, cfg, r.norm) for x in xs])

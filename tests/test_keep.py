@@ -8,12 +8,16 @@ import pytest
 import torch
 
 from conftest import fake_mnist
-from digitpairs import UserError, keep
-from digitpairs.config import Config
-from digitpairs.models import arch_config, get_arch
-from digitpairs.pairs import round_data
-from digitpairs.store import Store
-from digitpairs.train import evaluate, train
+from digitpairs import UserError
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.evaluate import evaluate
+from digitpairs.engine.training import train
+from digitpairs.export.mlflow import attach
+from digitpairs.model.weights import from_bytes
+from digitpairs.predict import kept as keep
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import arch_config, get_arch
+from digitpairs.store import Store, weights
 
 ARCH = dataclasses.replace(get_arch("siamese_ws_aux_bn"), extra={})  # BatchNorm: running statistics kept too
 CFG = Config(size=14, n_pairs=100, n_test=100, epochs=2, precision="fp32", members=2)
@@ -34,7 +38,7 @@ def stored(path, results, keep_models=True) -> Store:
     store.add_runs("st", ARCH.name, config, results)
     if keep_models:  # Store.add_runs keeps them; saved again here: a model already stored is kept as it is
         with store.transaction() as db:
-            keep.save(db, "st", ARCH.name, results)
+            weights.save(db, "st", ARCH.name, results)
     return store
 
 
@@ -53,8 +57,8 @@ def test_a_kept_model_is_the_trained_one(kept):
         assert not net.training and net.k == cfg.members == 2 and cfg == arch_config(ARCH, CFG)
         assert norm == (data.mean, data.std) == r.norm
         state = net.state_dict()
-        assert state.keys() == r.state.keys()
-        assert all(torch.equal(state[k], r.state[k]) for k in state)
+        assert state.keys() == from_bytes(r.weights).keys()
+        assert all(torch.equal(state[k], from_bytes(r.weights)[k]) for k in state)
         correct = evaluate(net, data.test_x[None], data.test_classes[None], cfg.precision, cfg.members, cfg.tta)
         assert int(correct) == r.test_correct  # the run's stored test accuracy, from the reloaded model
 
@@ -62,8 +66,8 @@ def test_a_kept_model_is_the_trained_one(kept):
 def test_a_model_loads_from_the_store_path_alone(kept):
     store, _, results = kept
     net, _, _ = keep.load_model(store.path, "st", ARCH.name, 1)
-    assert torch.equal(net.state_dict()["branches.0.fc2.weight"], results[1].state["branches.0.fc2.weight"])
-    assert keep.kept(store, "st") == {ARCH.name: [0, 1]}
+    assert torch.equal(net.state_dict()["branches.0.fc2.weight"], from_bytes(results[1].weights)["branches.0.fc2.weight"])
+    assert weights.kept(store, "st") == {ARCH.name: [0, 1]}
 
 
 def test_unknown_study_variant_or_round_is_one_line(kept):
@@ -81,12 +85,12 @@ def test_a_store_written_before_has_no_kept_model_and_reads_fine(tmp_path, train
     store = stored(tmp_path / "old.sqlite", results, keep_models=False)
     store.db.execute("DROP TABLE IF EXISTS models")  # as the stores written before models were kept
     try:
-        assert keep.kept(store, "st") == {}
+        assert weights.kept(store, "st") == {}
         assert [r["test_acc"] for r in store.runs("st")] == [r.test_acc for r in results]
         with pytest.raises(UserError, match="written before models were kept"):
             keep.load_model(store, "st", ARCH.name, 0)
         with store.transaction() as db:  # a study run with --no-keep-models: runs without weights
-            assert keep.save(db, "st", ARCH.name, [dataclasses.replace(r, state=None) for r in results]) == 0
+            assert weights.save(db, "st", ARCH.name, [dataclasses.replace(r, weights=None) for r in results]) == 0
         with pytest.raises(UserError, match="no-keep-models"):
             keep.load_model(store, "st", ARCH.name, 0)
     finally:
@@ -123,10 +127,10 @@ def test_a_kept_model_is_attached_to_its_mlflow_run(kept):
         def log_artifacts(self, run_id, folder, artifact_path):
             logged[run_id] = artifact_path, {p.name: p.read_bytes() for p in Path(folder).iterdir()}
 
-    assert keep.attach(Client(), "run0", store, "st", ARCH.name, 0)
-    assert not keep.attach(Client(), "run7", store, "st", ARCH.name, 7) and "run7" not in logged
+    assert attach(Client(), "run0", store, "st", ARCH.name, 0)
+    assert not attach(Client(), "run7", store, "st", ARCH.name, 7) and "run7" not in logged
     folder, files = logged["run0"]
     state = torch.load(io.BytesIO(files["weights.pt"]), weights_only=True)
     meta = json.loads(files["model.json"])
-    assert folder == "model" and all(torch.equal(state[k], results[0].state[k]) for k in state)
+    assert folder == "model" and all(torch.equal(state[k], from_bytes(results[0].weights)[k]) for k in state)
     assert (meta["norm"]["mean"], meta["norm"]["std"]) == results[0].norm and meta["config"]["members"] == 2

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import write_idx
-from digitpairs import UserError, mnist
+from digitpairs import UserError
+from digitpairs.data import mnist
 
 
 def tiny_files(folder: Path) -> dict[str, str]:

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from digitpairs.config import Config
-from digitpairs.models import ARCHS, create_model
+from digitpairs.model import create_model
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import ARCHS
 
 CFG = Config()
 
@@ -68,7 +69,7 @@ def test_prob_head_decides_by_the_probability_of_a_le_b():
     """Where the argmax logic and P(a <= b) disagree, the "prob" head follows the probability."""
     import dataclasses
 
-    from digitpairs.models import ARCHS
+    from digitpairs.spec.registry import ARCHS
 
     logic = create_model("transfer", CFG)
     prob = create_model(dataclasses.replace(ARCHS["transfer"], head="prob"), CFG)
@@ -103,7 +104,8 @@ def test_compiled_kernels_compute_what_pytorch_computes(name, monkeypatch):
     """The branch's fused convolution + pooling and BatchNorm + ReLU (ops.py, bnrelu.py) against PyTorch's
     operators, the same network and seeds, in training mode: in fp32 the loss and every gradient agree to rounding;
     under bf16 autocast every gradient is as close to the fp32 one as PyTorch's own bf16 gradient is."""
-    from digitpairs import bnrelu, ops
+    from digitpairs.kernels import batchnorm as bnrelu
+    from digitpairs.kernels import pool as ops
 
     size = 28 if name != "ws_bn_aug_bayes" else 14  # and padded convolutions at 14x14
     x = torch.randn(3, 8, 2, size, size, generator=torch.Generator().manual_seed(0))

@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_study_refused, write_study
-from digitpairs import UserError, studyfile
-from digitpairs.config import HEADS, OBJECTIVES, Arch, Config, current_arch, objective_of
-from digitpairs.models import ARCHS
-from digitpairs.pairs import target_of
-from digitpairs.steps import losses
+from digitpairs import UserError
+from digitpairs.data.pairs import target_of
+from digitpairs.engine.steps import losses
+from digitpairs.spec import studyfile
+from digitpairs.spec.arch import HEADS, OBJECTIVES, Arch, current_arch, objective_of
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import ARCHS
 from digitpairs.store import Store
 
 OLD_AUX = {"transfer": True, "siamese_nows": False, "siamese_ws": False, "siamese_ws_aux": True,
@@ -115,7 +117,7 @@ def test_bad_objectives_in_study_files(tmp_path, case):
 
 
 def test_a_plugin_that_cannot_learn_is_refused_on_registration():
-    from digitpairs.models import register
+    from digitpairs.spec.registry import register
 
     with pytest.raises(UserError, match="head mlp with objective digits"):
         register(dataclasses.replace(ARCHS["siamese_ws"], name="never_learns", objective="digits"))

@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digitpairs import bnrelu, ops
+from digitpairs.kernels import batchnorm as bnrelu
+from digitpairs.kernels import build
+from digitpairs.kernels import pool as ops
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -231,7 +233,7 @@ def cached(monkeypatch, tmp_path):
 def kernels_in_a_new_process() -> list[str]:
     """Whether a new process (this environment) gets the kernels, and whether they pool right. A new process: one
     that loads a truncated library dies of SIGBUS, which would end the test session."""
-    code = ("import torch, torch.nn.functional as F; from digitpairs import ops; x = torch.randn(2, 16, 8, 8); "
+    code = ("import torch, torch.nn.functional as F; from digitpairs.kernels import pool as ops; x = torch.randn(2, 16, 8, 8); "
             "print(ops.library() is not None, torch.equal(ops.max_pool2x2(x), F.max_pool2d(x, 2)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0 and not done.stderr, (done.returncode, done.stderr)
@@ -239,7 +241,7 @@ def kernels_in_a_new_process() -> list[str]:
 
 
 def digest_matches(path: Path) -> bool:
-    return Path(f"{path}.sha256").read_bytes() == ops._digest(path).encode()
+    return Path(f"{path}.sha256").read_bytes() == build._digest(path).encode()
 
 
 def foreign_library() -> str:
@@ -278,7 +280,7 @@ def test_a_foreign_library_with_a_matching_digest_gives_pytorchs_ops_then_is_reb
     (dlopen gives back the library it loaded under that name); the next gets the kernels."""
     path, _ = cached
     shutil.copyfile(foreign_library(), path)
-    Path(f"{path}.sha256").write_text(ops._digest(path))
+    Path(f"{path}.sha256").write_text(build._digest(path))
     assert ops.library() is None
     assert digest_matches(path) and path.read_bytes() != Path(foreign_library()).read_bytes()
     assert kernels_in_a_new_process() == ["True", "True"]
@@ -289,8 +291,8 @@ def test_a_damaged_cache_without_a_compiler_gives_pytorchs_ops(cached, monkeypat
     those this one gets are recorded, then damaged (truncated, beside the digest the build recorded)."""
     path, good = cached
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    names, load = [], ops._load
-    monkeypatch.setattr(ops, "_load", lambda p: names.append(p) or load(p))
+    names, load = [], build._load
+    monkeypatch.setattr(build, "_load", lambda p: names.append(p) or load(p))
     assert ops.library() is None and len(names) == 2
     for name in names:
         name.write_bytes(good[:20000])

@@ -1,7 +1,7 @@
 import torch
 
 from conftest import fake_mnist
-from digitpairs.pairs import round_data, swap, target_of
+from digitpairs.data.pairs import round_data, swap, target_of
 
 
 def test_target_is_first_le_second_and_ties_stay_one_under_swap():
@@ -40,8 +40,8 @@ def test_normalisation_uses_training_statistics_only():
 
 
 def test_augmentation_keeps_shapes_is_per_member_and_off_by_default():
-    from digitpairs.config import Config
-    from digitpairs.pairs import augment, view
+    from digitpairs.data.pairs import augment, view
+    from digitpairs.spec.config import Config
 
     x = torch.randn(3, 4, 2, 14, 14)
     gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
@@ -63,8 +63,8 @@ def test_augmentation_grid_is_affine_grid_plus_the_elastic_field():
     """The separable grid equals F.affine_grid of the drawn map plus the bicubic upsampling of the drawn field."""
     import torch.nn.functional as F
 
-    from digitpairs.config import Config
-    from digitpairs.pairs import _bicubic, augment
+    from digitpairs.data.pairs import _bicubic, augment
+    from digitpairs.spec.config import Config
 
     x = torch.randn(1, 3, 2, 28, 28)
     cfg = Config(shift=0.1, rotate=10.0, scale=0.1, elastic=0.03)

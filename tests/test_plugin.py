@@ -1,8 +1,8 @@
 from conftest import run_cli
 
 PLUGIN = '''
-from digitpairs.config import Arch
-from digitpairs.models import register_arch
+from digitpairs.spec.arch import Arch
+from digitpairs.spec.registry import register_arch
 
 
 @register_arch

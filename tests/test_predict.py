@@ -10,12 +10,17 @@ import pytest
 from PIL import Image
 
 from conftest import fake_mnist
-from digitpairs import cli, images, keep, predict
-from digitpairs.config import Config
-from digitpairs.models import arch_config, get_arch
-from digitpairs.pairs import round_data
-from digitpairs.store import Store
-from digitpairs.train import train
+from digitpairs import UserError
+from digitpairs.cli import main as cli
+from digitpairs.cli import predict
+from digitpairs.data import images
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.training import train
+from digitpairs.predict import kept as keep
+from digitpairs.predict.answer import COLUMNS, answer
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import arch_config, get_arch
+from digitpairs.store import Store, weights
 
 CFG = Config(size=14, n_pairs=60, n_test=60, epochs=1, precision="fp32")
 VARIANTS = ("transfer", "siamese_ws_aux")  # heads "logic" and "mlp"
@@ -37,7 +42,7 @@ def store_path(tmp_path_factory):
         config = {"config": cfg.to_dict(), "arch": arch.to_dict(), "sweep": {}}
         store.add_runs("st", name, config, results)
         with store.transaction() as db:  # Store.add_runs keeps them too; a model stored twice is kept once
-            keep.save(db, "st", name, results)
+            weights.save(db, "st", name, results)
     store.close()
     return path
 
@@ -62,7 +67,7 @@ def run(capsys, *args):
 
 def expected(store_path, arch, rounds, first, second) -> list[dict]:
     models = [keep.load_model(store_path, "st", arch, r) for r in rounds]
-    return predict.answer(models, [images.read(p) for p in first], [images.read(p) for p in second])
+    return answer(models, [images.read(p) for p in first], [images.read(p) for p in second])
 
 
 def test_two_images_with_the_study_models_ensemble(capsys, tmp_path, store_path, digits):
@@ -96,7 +101,7 @@ def test_a_csv_of_pairs_gets_its_answers(capsys, tmp_path, store_path, digits, a
     rc, out, err = run(capsys, "--pairs", pairs, "--store", store_path, "--arch", arch, "--round", 1)
     assert rc == 0 and err == f"model: study st, variant {arch}, round 1\n"
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["id", "first", "second", *predict.COLUMNS] and [r["id"] for r in rows] == ["1", "2", "3"]
+    assert list(rows[0]) == ["id", "first", "second", *COLUMNS] and [r["id"] for r in rows] == ["1", "2", "3"]
     want = expected(store_path, arch, [1], [digits / n for n in ("a.png", "c.png", "b.jpg")],
                     [digits / n for n in ("b.jpg", "d.png", "a.png")])
     for row, a in zip(rows, want):
@@ -189,9 +194,9 @@ def test_a_loop_of_links_is_one_line(tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
     predict.check_out(tmp_path / "o.csv", {"one of its images": [loop]})  # an input's loop: reading it says so
-    with pytest.raises(predict.UserError, match="exists and is not a plain file"):
+    with pytest.raises(UserError, match="exists and is not a plain file"):
         predict.check_out(loop, {})
-    with pytest.raises(predict.UserError, match="cannot write .*loop"):
+    with pytest.raises(UserError, match="cannot write .*loop"):
         predict.check_out(loop / "o.csv", {})
 
 
@@ -202,5 +207,5 @@ def test_out_in_a_folder_it_may_not_read_is_one_line(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(type(out), "is_symlink", denied)
-    with pytest.raises(predict.UserError, match="cannot write .*Permission denied"):
+    with pytest.raises(UserError, match="cannot write .*Permission denied"):
         predict.check_out(out, {})

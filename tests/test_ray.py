@@ -136,13 +136,20 @@ def test_a_study_survives_losing_a_node_of_a_loopback_ray_cluster(tmp_path, real
 
 @pytest.mark.slow
 def test_ray_tasks_declare_one_cpu_unless_threads_is_given(tmp_path, real_data_dir, monkeypatch):
-    from digitpairs import ray_backend
+    from digitpairs.runner import study as study_module
+    from digitpairs.runner.backends import InProcess
+    from digitpairs.runner.study import run_study
+    from digitpairs.spec.studyfile import build
     from digitpairs.store import Store
-    from digitpairs.study import run_study
-    from digitpairs.studyfile import build
 
     asked = []
-    monkeypatch.setattr(ray_backend, "run_ray", lambda drv, data_dir, threads, address: asked.append(threads))
+
+    def backend(variants, data_dir, threads, address, log):
+        asked.append(threads)
+        return InProcess(None, data_dir, 1)
+
+    monkeypatch.setattr(study_module, "RayBackend", backend)
+    monkeypatch.setattr(study_module, "dispatch", lambda drv, backend: None)
     study = build({"archs": ["siamese_ws"], "rounds": 2}, "ray.toml", quick=True)
     store = Store(tmp_path / "s.sqlite")
     run_study(study, store, real_data_dir, workers=4, backend="ray")

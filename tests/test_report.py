@@ -6,12 +6,15 @@ import pytest
 from scipy import stats
 
 from conftest import fake_mnist, run_cli
-from digitpairs import answers, studyfile
-from digitpairs.pairs import round_for
-from digitpairs.report import compare, summarise, write_report
-from digitpairs.store import Store
-from digitpairs.study import run_config
-from digitpairs.train import RunResult, train
+from digitpairs.analysis import answers as analysis_answers
+from digitpairs.analysis.compare import compare, summarise
+from digitpairs.data.pairs import round_for
+from digitpairs.engine.training import train
+from digitpairs.report.write import write_report
+from digitpairs.runner.driver import run_config
+from digitpairs.spec import studyfile
+from digitpairs.spec.records import RunResult
+from digitpairs.store import Store, answers
 
 SPEC = {"rounds": 3, "select": None, "variants": [
     {"name": n, "base": n, "sweep": {}, "config": {}, "arch": {"label": n.upper(), "head": "mlp", "report": None}}
@@ -84,7 +87,7 @@ def test_the_report_explains_from_the_store(explained):
     assert "`siamese_ws`)" not in digits  # it learns from the comparison alone: its digits mean nothing
     found = answers.load(store.db, "tiny")
     for name in ("transfer", "siamese_ws_aux"):
-        mean = np.mean([answers.digit_accuracy(run) for run in found[name].values()])
+        mean = np.mean([analysis_answers.digit_accuracy(run) for run in found[name].values()])
         assert f"`{name}`) | {'digits' if name == 'transfer' else 'comparison+digits'} | {mean:.4f} |" in digits
     best = max(summarise(store.study_config("tiny"), store.runs("tiny")), key=lambda r: r["mean"])
     assert f"Test pairs of every round of {best['label']}" in text and f"Wrong test pairs of {best['label']}" in text
@@ -151,7 +154,7 @@ def test_a_variant_without_a_finished_run_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_alpha_study_quick_chooses_on_validation(tmp_path, real_data_dir):
-    from digitpairs.studyfile import shipped
+    from digitpairs.spec.studyfile import shipped
 
     out = tmp_path / "alpha"
     p = run_cli("run", shipped("alpha"), "--quick", "--store", tmp_path / "s.sqlite", "--out", out,
@@ -196,7 +199,7 @@ def test_html_report_renders_in_chromium(tmp_path, explained):
 
 
 def test_the_device_column_names_the_gpu_options_that_were_on():
-    from digitpairs.provenance import provenance_blocks
+    from digitpairs.report.provenance import provenance_blocks
 
     run = {"package_version": "0.2.0", "code_hash": "h", "git_commit": None, "torch_version": "2.13.0"}
     runs = [run | {"device": "NVIDIA H200", "config": {"config": {"cuda_graphs": True, "matmul_conv": True}}},

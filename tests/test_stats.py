@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from digitpairs.stats import holm, mean_ci, paired_t, wilcoxon
+from digitpairs.analysis.stats import holm, mean_ci, paired_t, wilcoxon
 
 
 def test_mean_ci_is_the_t_interval():

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from digitpairs import UserError, __version__
+from digitpairs.spec.records import RunResult
 from digitpairs.store import Store
-from digitpairs.train import RunResult
 
 
 def result(r, acc=0.9):
@@ -157,26 +157,32 @@ def test_many_processes_create_one_fresh_store_at_once(tmp_path):
 
 
 def test_each_run_records_the_code_and_the_device_that_made_it(tmp_path):
-    from digitpairs.provenance import code_hash, code_version, git_commit
+    from digitpairs.spec.provenance import code_hash, code_version, git_commit
 
     store = Store(tmp_path / "s.sqlite")
     store.ensure_study("st", {})
     store.add_runs("st", "a", {}, [dataclasses.replace(result(0), test_correct=181, n_test=200, device="cpu X")])
     run = store.runs("st")[0]
-    assert {k: run[k] for k in ("package_version", "code_hash", "git_commit")} == code_version()
+    assert {k: run[k] for k in ("package_version", "code_hash", "git_commit", "torch_version")} == code_version()
     assert (run["test_correct"], run["device"]) == (181, "cpu X")
     assert len(code_hash()) == 12 and code_hash() == code_hash()
     assert git_commit(tmp_path) is None  # not a checkout (or no git at all): no error
     copy = tmp_path / "pkg"
-    copy.mkdir()
-    (copy / "m.py").write_text("x = 1\n")
+    for name in ("engine/loop.py", "kernels/csrc/k.c", "cli/help.py", "report/words.py"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_text("x = 1\n")
     first = code_hash(copy)
-    (copy / "m.py").write_text("x = 2\n")
-    assert code_hash(copy) != first
+    for name in ("cli/help.py", "report/words.py"):  # texts: the numbers stay, and so do the checkpoints
+        (copy / name).write_text("x = 2\n")
+        assert code_hash(copy) == first
+    for name in ("engine/loop.py", "kernels/csrc/k.c"):  # what computes them
+        (copy / name).write_text("x = 2\n")
+        assert code_hash(copy) != first
+        first = code_hash(copy)
 
 
 def test_the_report_lists_code_versions_and_devices_and_warns_when_a_study_mixes_them():
-    from digitpairs.report import provenance_blocks
+    from digitpairs.report.provenance import provenance_blocks
 
     run = {"package_version": "0.2.0", "code_hash": "a" * 12, "git_commit": None, "torch_version": "2.13.0",
            "device": "cpu X"}

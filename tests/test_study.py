@@ -10,12 +10,16 @@ import time
 
 import pytest
 
-from digitpairs import UserError, claims, study
+from digitpairs import UserError
+from digitpairs.runner import driver as driver_module
+from digitpairs.runner import study
+from digitpairs.runner.backends import ProcessPool, dispatch
+from digitpairs.runner.driver import Driver, groups_of, plan
+from digitpairs.runner.units import Unit
+from digitpairs.spec.records import RunResult
+from digitpairs.spec.studyfile import build
 from digitpairs.store import Store
-from digitpairs.study import Driver, groups_of, plan
-from digitpairs.studyfile import build
-from digitpairs.train import RunResult
-from digitpairs.units import Unit
+from digitpairs.store import leases as claims
 
 G = 3  # rounds per group in these tests
 
@@ -28,7 +32,8 @@ def driver(store, s, batch_rounds=G) -> Driver:
     spec = s.spec()
     for v in spec["variants"]:
         v["group_rounds"] = G
-    drv = Driver(s, store.ensure_study(s.name, spec), store, batch_rounds, by_cost=False)
+    drv = Driver(s, store, batch_rounds, by_cost=False)
+    drv.plan(store.ensure_study(s.name, spec))
     drv.start()
     return drv
 
@@ -69,7 +74,7 @@ def test_units_are_whole_groups_up_to_batch_rounds(tmp_path):
         assert (second.variant.name, second.groups) == ("siamese_ws", ((6,),))
         held = claims.held(store.db, "st")
         assert set(held) == {("siamese_ws", 0), ("siamese_ws", 3), ("siamese_ws", 6)}
-        drv.finished(first, {"package_version": "x", "code_hash": "h", "git_commit": None}, results(first))
+        drv.finished(first, {"package_version": "x", "code_hash": "h", "git_commit": None, "torch_version": "t"}, results(first))
         assert set(claims.held(store.db, "st")) == {("siamese_ws", 6)}  # dropped with the stored runs
         assert store.done("st") == {("siamese_ws", r) for r in range(6)}
     finally:
@@ -93,7 +98,7 @@ def test_claims_of_live_processes_are_respected_and_others_taken_over(tmp_path):
 
 
 def test_a_process_waits_for_units_claimed_by_others_then_ends(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(study, "POLL_S", 0.05)
+    monkeypatch.setattr(driver_module, "POLL_S", 0.05)
     store = Store(tmp_path / "s.sqlite")
     drv = driver(store, make_study(rounds=3, archs=("siamese_ws",)))
     claim_as(store, "siamese_ws", 0)
@@ -141,7 +146,7 @@ def test_a_failed_unit_ends_the_pool_at_once(tmp_path, real_data_dir):
     start = time.monotonic()
     try:
         with pytest.raises(UserError, match="round 0 failed"):
-            study._run_pool(drv, real_data_dir, 2, 1, work=fail_or_sleep)
+            dispatch(drv, ProcessPool(drv, real_data_dir, 2, 1, work=fail_or_sleep))
     finally:
         drv.close()
     assert time.monotonic() - start < 30  # not the other unit's minute (spawning two workers takes seconds)
@@ -165,7 +170,8 @@ def test_a_study_recorded_meanwhile_by_another_process_keeps_its_grouping(tmp_pa
         other.close()
 
     monkeypatch.setattr(study.mnist, "fetch", fetch_while_another_records)
-    monkeypatch.setattr(study, "_run_here", lambda drv, *args: seen.update(drv.sizes))
+    monkeypatch.setattr(study, "backend_for", lambda *args: None)
+    monkeypatch.setattr(study, "dispatch", lambda drv, backend: seen.update(drv.sizes))
     study.run_study(s, store, None, workers=1)
     store.close()
     assert seen == {"siamese_ws": 5}

@@ -1,7 +1,8 @@
 import pytest
 
 from conftest import assert_study_refused, run_cli, write_study
-from digitpairs import UserError, studyfile
+from digitpairs import UserError
+from digitpairs.spec import studyfile
 
 
 def test_shipped_studies_load():
@@ -125,8 +126,8 @@ def test_a_file_name_that_is_no_study_name_needs_a_name_key(tmp_path):
 
 
 def test_a_size_keyed_setting_of_a_plugin_at_a_size_it_lacks(tmp_path):
-    from digitpairs.config import Arch
-    from digitpairs.models import own_settings
+    from digitpairs.spec.arch import Arch
+    from digitpairs.spec.registry import own_settings
 
     arch = Arch("only28", "only 28", extra={"pad": {28: False}})
     assert own_settings(arch, 28) == {"pad": False}

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from digitpairs import sweeps
+from digitpairs.analysis import sweeps
+from digitpairs.report import sweeps as report_sweeps
 
 
 def row(name: str, sweep: dict, vals: list[float | None]) -> dict:
@@ -24,11 +25,11 @@ def test_the_value_chosen_on_validation_and_the_others_paired_against_it():
     assert [r.get("chosen") for r in group] == [False, True, None] and "val_diff" not in group[1]
     mean, lo, hi = group[0]["val_diff"]  # differences -0.01, -0.02, -0.01
     assert mean == pytest.approx(-0.04 / 3) and lo < mean < hi
-    cells = [c.cell(group[0]) for c in sweeps.columns("alpha")]
+    cells = [c.cell(group[0]) for c in report_sweeps.columns("alpha")]
     assert cells[:2] == ["0.5", "a"] and cells[4] == f"{100 * mean:+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})"
     (one,) = sweeps.chosen(spec(), [row("a", {"alpha": 0.5}, [0.90]), row("a", {"alpha": 1.0}, [0.95])]).values()
     assert one[0]["val_diff"][0] == pytest.approx(-0.05) and math.isnan(one[0]["val_diff"][1])
-    assert sweeps.columns("alpha")[4].cell(one[0]) == "-5.00"
+    assert report_sweeps.columns("alpha")[4].cell(one[0]) == "-5.00"
     (plain,) = sweeps.chosen(spec(select=None), [row("a", {"alpha": 0.5}, [0.9]),
                                                  row("a", {"alpha": 1.0}, [0.95])]).values()
     assert not any("chosen" in r or "val_diff" in r for r in plain)  # no select: nothing chosen

@@ -1,10 +1,11 @@
 import torch
 
 from conftest import fake_mnist
-from digitpairs.config import Config
-from digitpairs.models import create_model
-from digitpairs.pairs import round_data, sub_seed
-from digitpairs.train import train
+from digitpairs.data.pairs import round_data, sub_seed
+from digitpairs.engine.training import train
+from digitpairs.model import create_model
+from digitpairs.model.weights import from_bytes
+from digitpairs.spec.config import Config
 
 CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20, precision="fp32", device="cpu")  # fp32: exact
 
@@ -79,7 +80,7 @@ def test_a_failing_group_stops_the_others(monkeypatch):
     import pytest
 
     from digitpairs import UserError
-    from digitpairs import steps as steps_module
+    from digitpairs.engine import steps as steps_module
 
     steps = []
     real = steps_module.augment
@@ -136,7 +137,7 @@ def test_levers_keep_rounds_independent():
     trained apart, and the round's numbers come from its members' averaged probabilities."""
     import dataclasses
 
-    from digitpairs.models import ARCHS
+    from digitpairs.spec.registry import ARCHS
 
     arch = ARCHS["ws_bn_aug_bayes"]
     arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 2, "members": 2})
@@ -167,14 +168,14 @@ def test_onecycle_and_label_smoothing_train():
 def test_a_rounds_weights_load_into_a_single_model():
     """The weights a batched group returns for round i are the model of round i alone: loaded into a PairNet of one
     member they give that round's test accuracy."""
-    from digitpairs.train import evaluate
+    from digitpairs.engine.evaluate import evaluate
 
     seeds = [3, 4]
     ds = datas(seeds)
     results = train("siamese_ws_aux_bn", CFG, ds, [0, 1], seeds, groups=[2])
     for res, d in zip(results, ds):
         net = create_model("siamese_ws_aux_bn", CFG)
-        net.load_state_dict(res.state)
+        net.load_state_dict(from_bytes(res.weights))
         assert res.norm == (d.mean, d.std)
         correct = evaluate(net, d.test_x.unsqueeze(0), d.test_classes.unsqueeze(0), CFG.precision)
         assert correct.item() == res.test_correct
@@ -186,7 +187,7 @@ def test_a_group_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
     included: every random generator and the schedule are in the checkpoint)."""
     import pytest
 
-    from digitpairs.checkpoint import Checkpoints
+    from digitpairs.engine.checkpoint import Checkpoints
 
     cfg = CFG.replace(shift=0.1, schedule="onecycle")
     seeds = [3, 4]
@@ -209,7 +210,7 @@ def test_a_group_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
     assert ticks == [4, 2, 2]  # the 2 epochs done, counted at once; then 2 more epochs trained
     for a, b in zip(whole, resumed):
         assert a.curves == b.curves
-        assert all(torch.equal(a.state[key], b.state[key]) for key in a.state)
+        assert all(torch.equal(from_bytes(a.weights)[key], from_bytes(b.weights)[key]) for key in from_bytes(a.weights))
     other = train("siamese_ws_aux_bn_drop", cfg.replace(lr=2e-3), datas(seeds), [0, 1], seeds, groups=[2],
                   checkpoints=ckpt, on_epoch=ticks.append)  # another config: the checkpoint is not its own
     assert other[0].curves != whole[0].curves and len(other[0].curves) == cfg.epochs

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fake_mnist
-from digitpairs.config import Config
-from digitpairs.pairs import round_data
-from digitpairs.train import train
-from digitpairs.unfold import conv2d_unfold
+from digitpairs.data.pairs import round_data
+from digitpairs.engine.training import train
+from digitpairs.kernels.matmul_conv import conv2d_unfold
+from digitpairs.spec.config import Config
 
 
 @pytest.mark.parametrize("groups,cin,cout,ks,padding,bias", [(3, 1, 16, 5, 0, True), (3, 4, 8, 5, 0, False),
@@ -41,7 +41,7 @@ def test_under_bf16_autocast_it_is_autocasts_convolution():
 def test_training_with_it_follows_training_without(name):
     import dataclasses
 
-    from digitpairs.models import ARCHS
+    from digitpairs.spec.registry import ARCHS
 
     arch = dataclasses.replace(ARCHS[name], extra=ARCHS[name].extra | {"epochs": 2})
     cfg = Config(size=14, n_pairs=100, n_test=60, epochs=2, batch_size=20, precision="fp32", device="cpu")

@@ -2,8 +2,12 @@ import re
 
 import pytest
 
-from digitpairs import UserError, studyfile, verdicts
-from digitpairs.report import compare, words
+from digitpairs import UserError
+from digitpairs.analysis import claims as verdicts
+from digitpairs.analysis.compare import compare
+from digitpairs.report import claims as report_claims
+from digitpairs.report.comparisons import words
+from digitpairs.spec import studyfile
 
 
 def row(name: str, counts: list[int], missing=()) -> dict:
@@ -38,7 +42,7 @@ def test_a_same_claim_needs_equivalence_not_only_no_significance():
     noisy = verdict({"text": "t", "same": ["a", "b"]}, rows)
     assert noisy["p"] > 0.05 and noisy["lo"] < -0.01 and noisy["verdict"] == "not confirmed"
     assert verdict({"text": "t", "same": ["a", "b"], "margin": 10}, rows)["verdict"] == "confirmed"
-    assert "margin +-10 points" in verdicts.blocks([{"text": "t", "same": ["a", "b"], "margin": 10}], rows,
+    assert "margin +-10 points" in report_claims.blocks([{"text": "t", "same": ["a", "b"], "margin": 10}], rows,
                                                    compare(rows, 6))[1][2][0][2]
     twins = verdict({"text": "t", "same": ["good", "twin"], "margin": 0.05})  # interval +-0.1 points
     assert twins["verdict"] == "not confirmed"
@@ -55,7 +59,7 @@ def test_an_undefined_t_test_checks_nothing():
     assert c["verdict"] == "not checked" and "undefined" in c["why"] and "+1.00 points" in c["why"]
     same = verdicts.check({"text": "t", "same": ["a", "b"], "margin": 2}, same_gap, [comp])  # the interval decides
     assert same["verdict"] == "confirmed" and "p undefined (the same difference in every round)" in (
-        verdicts.COLUMNS[2].cell(same))
+        report_claims.COLUMNS[2].cell(same))
     assert "ahead of B by the same 1.0 points in every round" in words(comp)
     one = [row("a", [950]), row("b", [900])]
     (comp,) = compare(one, 1)
@@ -75,13 +79,13 @@ def test_claims_the_study_cannot_check():
 
 
 def test_the_claims_section():
-    blocks = verdicts.blocks([{"text": "Good beats poor.", "better": "good", "worse": "poor"}], ROWS,
+    blocks = report_claims.blocks([{"text": "Good beats poor.", "better": "good", "worse": "poor"}], ROWS,
                              compare(ROWS, 6))
     (_, head, cells), = [b for b in blocks if b[0] == "table"]
     assert head == ["Claim", "Compared", "Evidence in this study", "Verdict"]
     assert cells == [["Good beats poor.", "good better than poor",
                       cells[0][2], "confirmed"]] and cells[0][2].startswith("+5.12 points (95% CI +4.71 to +5.52), p < 0.001, ahead in 6 of 6")
-    assert verdicts.blocks(None, ROWS, []) == [] and verdicts.blocks([], ROWS, []) == []  # stored before claims
+    assert report_claims.blocks(None, ROWS, []) == [] and report_claims.blocks([], ROWS, []) == []  # stored before claims
 
 
 def test_shipped_studies_carry_their_claims():

@@ -1,3 +1,3 @@
-from digitpairs.cli import main
+from digitpairs.cli.main import main
 
 raise SystemExit(main())

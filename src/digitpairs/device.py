@@ -1,21 +1,19 @@
 """Where training runs: the CPU or a CUDA GPU, chosen by the Config field `device` ("auto", "cpu", "cuda", "cuda:N").
 
 On CUDA the tool asks PyTorch for its deterministic algorithms, so that the same command twice on one GPU gives the
-same numbers; cuBLAS needs CUBLAS_WORKSPACE_CONFIG for that, which is set here before CUDA starts.
+same numbers; cuBLAS needs CUBLAS_WORKSPACE_CONFIG for that, which resolve() sets before the device's first use
+(importing this module changes nothing).
 """
 
 import functools
 import os
-import platform
-import re
 import warnings
 
 import torch
 
-from digitpairs import UserError
-
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (read when CUDA starts)
-DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d{1,4})?")  # no machine has 10,000 GPUs; torch refuses 2^31
+from digitpairs.base.errors import UserError
+from digitpairs.base.procfs import cpu_model
+from digitpairs.spec.config import DEVICE_FORM
 
 
 def resolve(name: str | torch.device | None) -> torch.device:
@@ -64,6 +62,7 @@ def deterministic() -> None:
     """PyTorch's deterministic algorithms on CUDA. max_pool2d's backward is flagged nondeterministic because it adds
     with atomics; with 2x2 windows of stride 2 every input element receives at most one term, so the order of the
     additions cannot change a result: its warning is silenced, not the check."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode, read at its start
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -75,14 +74,13 @@ def name(device: torch.device) -> str:
     """What the store records: the GPU's name, or the CPU's model name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_model()
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16: convolutions and matmuls in bfloat16; weights, Adam, softmax and losses stay fp32. No cast cache (each
+    weight is cast once per forward anyway, and a CUDA graph may not capture one)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
 
 
 def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:

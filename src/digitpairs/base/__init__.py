@@ -1,0 +1,1 @@
+"""What every layer uses: the user's errors, safe file writes, and this machine's processes. No torch."""

@@ -1,0 +1,62 @@
+"""This machine's CPU and processes, read from /proc where there is one (Linux), with portable fallbacks."""
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC ..."), else the platform's processor or machine name."""
+    for line in cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or "" where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command's name (state, ppid, ...), or None: no such process, or no
+    /proc. The name is in parentheses and may hold spaces and parentheses itself, so it is cut at the last ')'."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (a zombie, killed but not yet reaped, is dead)."""
+    fields = stat(pid)
+    if fields is not None:
+        return fields[0] != "Z"
+    if Path("/proc/self/stat").exists():  # /proc works: the pid is gone
+        return False
+    try:  # no /proc: ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        fields = stat(int(entry))
+        if fields is None or len(fields) < 2:  # not a process, or one that ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out

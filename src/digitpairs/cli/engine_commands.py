@@ -1,0 +1,32 @@
+"""The commands that build networks: `digitpairs list` (each architecture's #params) and `digitpairs bench`."""
+
+import dataclasses
+
+from digitpairs import device as devices
+from digitpairs.model import create_model
+from digitpairs.runner import bench
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import ARCHS, arch_config, get_arch
+
+
+def cmd_list(args) -> int:
+    cfg = Config().replace(size=args.size)
+    print(f"{'name':<24} {'label':<24} {'objective':<18} {'head':<6} {'branch':<18} {'#params':>8} {'report':>8}")
+    for name, arch in ARCHS.items():
+        report = f"{arch.report[2]:,}" if arch.report else ""
+        branch = ",".join(["shared" if arch.share else "two"] + ["bn"] * arch.bn + ["dropout"] * arch.dropout)
+        print(f"{name:<24} {arch.label:<24} {arch.objective:<18} {arch.head:<6} {branch:<18} "
+              f"{create_model(name, cfg).num_params():>8,} {report:>8}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    arch = get_arch(args.arch)  # its own settings first, then the command line's
+    dev = args.device or Config().device
+    graphs = devices.graphs_by_default(dev) if args.cuda_graphs is None else args.cuda_graphs
+    base = Config().replace(size=args.size, device=dev,  # checked before its own settings
+                            cuda_graphs=graphs, matmul_conv=bool(args.matmul_conv))
+    cfg = arch_config(arch, base).replace(epochs=args.epochs, precision=args.precision)
+    devices.check(cfg.device, cfg.cuda_graphs)
+    bench.run(dataclasses.replace(arch, extra={}), cfg, args.rounds, args.data_dir, device=cfg.device)
+    return 0

@@ -1,0 +1,215 @@
+"""The command line's flags: the argument parser of `digitpairs`, and the types that check each flag's value (one
+line and exit code 2 for a bad one, before anything runs). Flags are named like the Config fields."""
+
+import argparse
+import os
+from pathlib import Path
+
+from digitpairs.base.errors import UserError, printable
+from digitpairs.spec.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
+from digitpairs.spec.names import check_name
+from digitpairs.spec.studyfile import shipped_names
+
+DESCRIPTION = "The digitpairs command: data fetch, list, reproduce, run, bench, report, export, predict."
+
+DEFAULT_STORE = Path("runs/digitpairs.sqlite")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the whole usage first)
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see --help)\n")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (and at most 10**6)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text!r}") from None
+    if not 0 <= value <= 10**6:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 1000000, not {text!r}")
+    return value
+
+
+def positive_int(text: str, most: int | None = None) -> int:
+    """An argparse type: an integer >= 1 (and <= most, if given)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value <= 0 or (most is not None and value > most):
+        bound = f" up to {most}" if most is not None else ""
+        raise argparse.ArgumentTypeError(f"expected a positive integer{bound}, not {text!r}")
+    return value
+
+
+def at_most(most: int):
+    """positive_int with an upper bound, as an argparse type."""
+    return lambda text: positive_int(text, most)
+
+
+def path(text: str) -> Path:
+    """An argparse type: a path, not empty (an empty string would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, not an empty string")
+    return Path(text)
+
+
+def study_name(text: str) -> str:
+    """An argparse type: a name that is safe as a folder's name (spec.names.check_name)."""
+    try:
+        return check_name(text, "study name")
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def arch_names(text: str) -> str:
+    """An argparse type for --archs: comma-separated names, none empty or repeated (checked against the registry
+    later, when the plugins are loaded)."""
+    names = [a.strip() for a in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated architecture names, not {text!r}")
+    twice = sorted({a for a in names if names.count(a) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} named twice")
+    return text
+
+
+MAX_THREADS = 1024  # torch threads per worker: more than any machine's cores
+MAX_BENCH_ROUNDS = 100  # bench draws every round's pairs up front (about 20 MB a round at 28x28)
+
+
+def add_data_dir(p):
+    p.add_argument("--data-dir", type=path, default=None,
+                   help="MNIST cache folder (default: $DIGITPAIRS_DATA, else ~/.cache/digitpairs/mnist)")
+
+
+def add_device(p, d: Config, note: str = "") -> None:
+    p.add_argument("--device", default=None,
+                   help=f"where training runs: auto (the GPU when PyTorch sees one), cpu, cuda or cuda:N (default: "
+                        f"{d.device}){note}")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="on a GPU, capture each group's training step once in a CUDA graph and replay it (fewer "
+                        "kernel launches; the same training as the plain GPU path, to rounding). Default: on where "
+                        "training runs on a GPU; --no-cuda-graphs launches every kernel as it comes" + note)
+    p.add_argument("--matmul-conv", action="store_true", default=None,
+                   help="the convolutions as batched matmuls over unfolded patches instead of grouped convolutions "
+                        "(the same function, summed in another order; slower on the CPU and on an H200, an option for "
+                        "other GPUs)" + note)
+
+
+def build_parser() -> Parser:
+    d = Config()
+    parser = Parser(prog="digitpairs", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    data = sub.add_parser("data", help="fetch and verify MNIST")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    add_data_dir(data_sub.add_parser("fetch", help="fetch the four IDX files into the cache and verify them"))
+
+    ls = sub.add_parser("list", help="the registered architectures: objective, head, branch, #params")
+    ls.add_argument("--size", type=int, default=d.size, choices=(14, 28), help=f"image side (default: {d.size})")
+
+    rep = sub.add_parser("reproduce", help="the report's study (the shipped studies/paper.toml), then its report")
+    run = sub.add_parser("run", help="a study from a TOML file, then its report")
+    run.add_argument("study_file", type=path,
+                     help=f"a study file (.toml), or the name of a shipped study: {', '.join(shipped_names())}")
+    for p in (rep, run):
+        add_study_flags(p, d)
+    rep.add_argument("--archs", type=arch_names, default=None,
+                     help="comma-separated architecture names (default: the report's six and ws_bn_aug_bayes; see "
+                          "`digitpairs list`)")
+
+    bench = sub.add_parser("bench", help="the plain reference loop against the engine, side by side")
+    bench.add_argument("--arch", default="siamese_ws_aux", help="architecture (default: siamese_ws_aux)")
+    bench.add_argument("--size", type=int, default=d.size, choices=(14, 28),
+                       help=f"image side, 28 or 14 (default: {d.size})")
+    bench.add_argument("--epochs", type=positive_int, default=5, help="epochs per round (default: 5)")
+    bench.add_argument("--rounds", type=at_most(MAX_BENCH_ROUNDS), default=10,
+                       help=f"rounds, trained together by the engine, up to {MAX_BENCH_ROUNDS} (default: 10)")
+    bench.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
+                       help=f"the engine's precision (default: {d.precision})")
+    add_device(bench, d)
+    add_data_dir(bench)
+
+    rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
+    rpt.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
+    rpt.add_argument("--out", type=path, default=None, help="report folder (default: STUDY beside the store)")
+    exp = sub.add_parser("export", help="export the store to another tool")
+    exp_sub = exp.add_subparsers(dest="export_command", required=True, parser_class=Parser)
+    ml = exp_sub.add_parser("mlflow", help="every run as an MLflow run (needs digitpairs[mlflow])")
+    ml.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    ml.add_argument("--tracking-uri", default=None,
+                    help="MLflow tracking URI (default: sqlite:///STORE_FOLDER/mlflow.db, artifacts beside it)")
+    ml.add_argument("--study", action="append", default=None, help="a study to export (default: all); repeatable")
+    pred = add_predict(sub, DEFAULT_STORE, path)
+    for p in (ls, rep, run, bench, rpt, ml, pred):
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import a module (name or .py path) that registers more architectures; repeatable")
+    return parser
+
+
+def add_study_flags(rep, d: Config) -> None:
+    rep.add_argument("--quick", action="store_true",
+                     help=f"few pairs, epochs and rounds ({QUICK}, {QUICK_ROUNDS} rounds): the whole path in seconds")
+    rep.add_argument("--rounds", type=at_most(MAX_ROUNDS),
+                     help=f"rounds per architecture, up to {MAX_ROUNDS} (default: the study's)")
+    rep.add_argument("--epochs", type=positive_int, help=f"training epochs (default: {d.epochs})")
+    rep.add_argument("--size", type=int, help=f"image side, 28 or 14 (default: {d.size})")
+    rep.add_argument("--n-pairs", type=positive_int, help=f"training pairs per round (default: {d.n_pairs})")
+    rep.add_argument("--n-test", type=positive_int, help=f"test pairs per round (default: {d.n_test})")
+    rep.add_argument("--batch-size", type=positive_int, help=f"minibatch size (default: {d.batch_size})")
+    rep.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr})")
+    rep.add_argument("--alpha", type=float, help=f"weight of the auxiliary digit loss (default: {d.alpha})")
+    rep.add_argument("--aux-loss", choices=("ce", "l2"), help=f"auxiliary criterion (default: {d.aux_loss})")
+    rep.add_argument("--seed", type=int, help=f"base seed; round r uses seed + r (default: {d.seed})")
+    rep.add_argument("--precision", choices=("fp32", "bf16"),
+                     help=f"bf16: convolutions and matmuls in bfloat16 (default: {d.precision})")
+    rep.add_argument("--study", type=study_name, default=None,
+                     help="study name in the store: letters, digits and _ - . , = + [ ] (default: the study file's "
+                          "name plus the overridden fields)")
+    rep.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    rep.add_argument("--out", type=path, default=None, help="report folder (default: STUDY beside the store)")
+    rep.add_argument("--workers", type=positive_int, default=None,
+                     help=f"worker processes (default: one per core, here {os.cpu_count()})")
+    rep.add_argument("--threads", type=at_most(MAX_THREADS), default=None,
+                     help="torch threads per worker, each training its own group of rounds (default: cores / "
+                          "workers); with --backend ray, the CPUs each task declares and uses (default: 1)")
+    rep.add_argument("--batch-rounds", type=positive_int, default=10,
+                     help="rounds of one architecture in one unit of work (the engine trains them in groups of a "
+                          "few rounds, each group one batched model) (default: 10)")
+    rep.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local: worker processes here; ray: each unit a Ray task (needs digitpairs[ray])")
+    rep.add_argument("--address", default=None,
+                     help="with --backend ray: the cluster's HOST:PORT (default: start Ray here)")
+    add_device(rep, d, "; a run option, not part of the study's name")
+    rep.add_argument("--checkpoint-every", type=non_negative_int, default=1, metavar="N",
+                     help="save each group's state after every N epochs, beside the store, so that the same command "
+                          "after a kill resumes it from there; 0: no checkpoints (default: 1)")
+    rep.add_argument("--no-keep-models", dest="keep_models", action="store_false",
+                     help="store no trained weights (by default every run's model is kept in the store)")
+    add_data_dir(rep)
+
+
+CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alpha", "aux_loss", "seed", "precision",
+                *RUN_OPTIONS)  # the run options (config.py) stay out of the study's name
+
+
+def add_predict(subparsers, store_default: Path, path_type):
+    """The `predict` subcommand on the CLI's subparsers; returns its parser."""
+    p = subparsers.add_parser("predict", help="read two digit images (or a CSV of pairs) with a kept model")
+    p.add_argument("images", nargs="*", type=path_type, metavar="IMAGE",
+                   help="the first and the second image (PNG or JPEG, any size, dark on light or light on dark)")
+    p.add_argument("--pairs", type=path_type, default=None, metavar="FILE.csv",
+                   help="a CSV with columns first,second (image paths relative to it) instead of two images")
+    p.add_argument("--out", type=path_type, default=None,
+                   help="with --pairs: write the CSV with the answers here (default: standard output)")
+    p.add_argument("--store", type=path_type, default=store_default,
+                   help=f"SQLite results store (default: {store_default})")
+    p.add_argument("--study", default=None, help="study name (default: the newest in the store)")
+    p.add_argument("--arch", default=None,
+                   help="variant, as named in the study's table (default: the best one with kept models)")
+    p.add_argument("--round", type=int, default=None,
+                   help="one round's model (default: every kept round of the variant, as an ensemble)")
+    return p

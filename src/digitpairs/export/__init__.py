@@ -1,0 +1,1 @@
+"""The store's runs in other tools: MLflow (mlflow)."""

@@ -1,0 +1,26 @@
+"""The report's table of the code versions and devices behind a study's runs."""
+
+import collections
+
+
+def _device(run: dict) -> str:
+    """The run's device, and the run options it trained with where they were on."""
+    cfg = (run.get("config") or {}).get("config") or {}
+    options = [text for key, text in (("cuda_graphs", "CUDA graphs"), ("matmul_conv", "matmul convolutions"))
+               if cfg.get(key)]
+    return ", ".join([run["device"] or "(not recorded)", *options])
+
+
+def provenance_blocks(runs: list[dict]) -> list[tuple]:
+    """The code versions and devices that made the runs, with a warning where a study mixes code versions."""
+    count = collections.Counter((r["package_version"], r["code_hash"] or "(not recorded)", (r["git_commit"] or "")[:12],
+                                 r["torch_version"], _device(r)) for r in runs)
+    blocks = [("h2", "Code and devices"),
+              ("table", ["digitpairs", "Code hash", "Git commit", "torch", "Device", "Runs"],
+               [[*key, str(n)] for key, n in sorted(count.items())])]
+    codes = {key[:2] for key in count}
+    if len(codes) > 1:
+        blocks += [("p", (f"Warning: this study mixes runs of {len(codes)} code versions (digitpairs version and "
+                          "hash of its source files): a difference between variants may come from the code. Run the "
+                          "study again under a new --study name to compare runs of one code."))]
+    return blocks
