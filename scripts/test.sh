@@ -11,4 +11,5 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
 fi
 digitpairs data fetch
 ruff check src tests
+lint-imports  # the layers: pyproject.toml [tool.importlinter]
 python -m pytest "$@"

@@ -137,7 +137,6 @@ def test_a_study_survives_losing_a_node_of_a_loopback_ray_cluster(tmp_path, real
 @pytest.mark.slow
 def test_ray_tasks_declare_one_cpu_unless_threads_is_given(tmp_path, real_data_dir, monkeypatch):
     from digitpairs.runner import study as study_module
-    from digitpairs.runner.backends import InProcess
     from digitpairs.runner.study import run_study
     from digitpairs.spec.studyfile import build
     from digitpairs.store import Store
@@ -146,7 +145,6 @@ def test_ray_tasks_declare_one_cpu_unless_threads_is_given(tmp_path, real_data_d
 
     def backend(variants, data_dir, threads, address, log):
         asked.append(threads)
-        return InProcess(None, data_dir, 1)
 
     monkeypatch.setattr(study_module, "RayBackend", backend)
     monkeypatch.setattr(study_module, "dispatch", lambda drv, backend: None)

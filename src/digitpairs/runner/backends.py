@@ -75,14 +75,14 @@ class InProcess:
     def slots(self) -> int:
         return 1
 
-    def submit(self, unit: Unit) -> tuple:
-        return (unit, run_unit(unit))  # trained now: the handle holds its result
+    def submit(self, unit: Unit) -> "Trained":
+        return Trained(run_unit(unit))  # trained now: the handle holds its result
 
     def ready(self, handles: list, timeout: float) -> list:
         return handles
 
     def result(self, handle, unit: Unit):
-        return handle[1]
+        return handle.result
 
     def progress(self) -> int:
         return 0  # ticked as it trains
@@ -92,6 +92,13 @@ class InProcess:
 
     def close(self) -> None:
         pass
+
+
+class Trained:
+    """An InProcess handle: a unit's result, compared by identity."""
+
+    def __init__(self, result: tuple[dict, list]):
+        self.result = result
 
 
 class ProcessPool:
