@@ -16,10 +16,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from digitpairs import mnist
-from digitpairs.config import Config
-from digitpairs.pairs import round_for
-from digitpairs.train import train
+from digitpairs.data import mnist
+from digitpairs.data.pairs import round_for
+from digitpairs.engine import train
+from digitpairs.spec.config import Config
 
 KINDS = [  # (row, substrings of kernel names); the first that matches takes a kernel
     ("convolution (cuDNN)", ["conv", "cudnn", "implicit_gemm", "wgrad", "dgrad"]),

@@ -14,16 +14,17 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from digitpairs import mnist, ops
-from digitpairs.config import Config
-from digitpairs.models import get_arch
-from digitpairs.pairs import round_for
-from digitpairs.train import train
+from digitpairs.data import mnist
+from digitpairs.data.pairs import round_for
+from digitpairs.engine import train
+from digitpairs.kernels import library
+from digitpairs.spec.config import Config
+from digitpairs.spec.registry import get_arch
 
 KINDS = [  # (row, substrings of operator names); the first that matches takes an operator
     ("convolution forward (oneDNN)", ["mkldnn_convolution"]),
     ("convolution backward (oneDNN)", ["convolution_backward"]),
-    ("first convolution + pooling, fused (ops.py)", ["ConvPool2x2", "ops::conv_pool2x2"]),
+    ("first convolution + pooling, fused (kernels/pool.py)", ["ConvPool2x2", "ops::conv_pool2x2"]),
     ("matmul (bmm, baddbmm, mm)", ["aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"]),
     ("max-pool backward", ["max_pool2d_with_indices_backward", "MaxPool2x2Backward"]),
     ("max-pool forward", ["max_pool2d", "MaxPool2x2", "ops::max_pool2x2"]),
@@ -66,7 +67,7 @@ def main():
         kinds[kind] += e.self_cpu_time_total
     adam = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step"))
     kinds["everything else"] -= adam  # Adam's operators are counted once, in its own row
-    print(f"{args.arch} at {args.size}x{args.size}, compiled kernels: {'yes' if ops.library() else 'no'}; "
+    print(f"{args.arch} at {args.size}x{args.size}, compiled kernels: {'yes' if library() else 'no'}; "
           f"CPU time per epoch {min(times):.3f} s (best of 3), {total / 1e6:.3f} s under the profiler")
     print("| part | ms per epoch | share |\n|---|---:|---:|")
     for row, _ in KINDS:

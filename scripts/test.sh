@@ -10,6 +10,6 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
     || echo "Chromium could not be installed: the HTML rendering test will be skipped" >&2
 fi
 digitpairs data fetch
-ruff check src tests
+ruff check src tests scripts
 lint-imports  # the layers: pyproject.toml [tool.importlinter]
 python -m pytest "$@"

@@ -190,3 +190,19 @@ def test_the_report_lists_code_versions_and_devices_and_warns_when_a_study_mixes
     assert [row[-2:] for row in one[1][2]] == [["NVIDIA H100", "1"], ["cpu X", "1"]] and len(one) == 2
     mixed = provenance_blocks([run, run | {"package_version": "0.1.0", "code_hash": None, "device": None}])
     assert len(mixed[1][2]) == 2 and "mixes runs of 2 code versions" in mixed[-1][1]
+
+
+def test_a_read_transaction_sees_one_state_while_another_process_stores(tmp_path):
+    """What the report reads inside Store.reading() is of one moment: a run stored meanwhile by another connection
+    (another process) appears only after it."""
+    store = Store(tmp_path / "s.sqlite")
+    store.ensure_study("st", {})
+    store.add_runs("st", "a", {}, [result(0)])
+    other = Store(tmp_path / "s.sqlite")
+    with store.reading():
+        before = store.runs("st")
+        other.add_runs("st", "a", {}, [result(1)])
+        assert store.runs("st") == before and len(before) == 1
+    assert len(store.runs("st")) == 2
+    other.close()
+    store.close()

@@ -17,6 +17,9 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return (lines[0] if lines else type(e).__name__)[:limit]
 
 
-def reason(e: OSError) -> str:
-    """Why an operating-system call failed, in the system's words ("Permission denied"), else the message."""
-    return e.strerror or str(e) or type(e).__name__
+def reason(e: BaseException) -> str:
+    """Why something failed, in a few words: an operating-system error in the system's words ("Permission denied"),
+    anything else by the first line of its message."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return first_line(e)

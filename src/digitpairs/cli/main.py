@@ -40,7 +40,16 @@ def load_plugin(name: str) -> None:
         else:
             importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 - any failure in the user's module is reported in one line
-        raise UserError(f"cannot import plugin {name!r} ({type(e).__name__}: {e}): check the module") from None
+        moved = MOVED.get(getattr(e, "name", None) or "")
+        fix = f"digitpairs 0.3 moved it: write `{moved}`" if moved else "check the module"
+        raise UserError(f"cannot import plugin {name!r} ({type(e).__name__}: {e}): {fix}") from None
+
+
+MOVED = {  # modules of digitpairs 0.2 that plugins imported -> what they import now
+    "digitpairs.config": "from digitpairs import Arch, Config",
+    "digitpairs.models": "from digitpairs import register_arch, create_model",
+    "digitpairs.keep": "from digitpairs import load_model",
+}
 
 
 SIGTERM_SEEN = threading.Event()

@@ -27,7 +27,7 @@ def read_pairs(path: Path) -> tuple[list[dict], list[str], list[Path], list[Path
             reader = csv.DictReader(f)
             rows, fields = list(reader), list(reader.fieldnames or [])
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"cannot read the pairs file {path} ({getattr(e, 'strerror', None) or e}): give a CSV "
+        raise UserError(f"cannot read the pairs file {path} ({reason(e)}): give a CSV "
                         "file with columns first,second") from None
     missing = [c for c in ("first", "second") if c not in fields]
     if missing:
@@ -73,7 +73,7 @@ def check_out(out: Path, inputs: dict[str, list[Path]]) -> None:
             raise UserError(f"--out {str(out)!r} exists and is not a plain file: name a new file or a plain one")
         target = out.resolve()
     except (OSError, RuntimeError) as e:  # a folder it may not look into; a loop of links (resolve)
-        raise UserError(f"cannot write {str(out)!r} ({getattr(e, 'strerror', None) or e}): pass --out with a "
+        raise UserError(f"cannot write {str(out)!r} ({reason(e)}): pass --out with a "
                         "writable path") from None
     for what, paths in inputs.items():
         if any(target == _resolved(p) for p in paths):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digitpairs.base.errors import UserError
+from digitpairs.base.errors import UserError, reason
 
 SIDE, BOX = 28, 20  # MNIST's field and the box its digits were fitted into
 BORDER = 0.05  # the outer 5% of each side (at least one pixel) is taken to be paper
@@ -42,10 +42,8 @@ def read(path: Path) -> torch.Tensor:
                 im.load()
                 gray = grayscale(ImageOps.exif_transpose(im))
     except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a user's file, it is one line
-        reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else (
-            e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e)
-            else type(e).__name__)
-        raise UserError(f"cannot read the image {path} ({reason}): give a PNG or JPEG file") from None
+        why = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else reason(e)
+        raise UserError(f"cannot read the image {path} ({why}): give a PNG or JPEG file") from None
     ink = ink_on_black(gray)
     if ink is None:
         raise UserError(f"{path} holds no ink (a blank or uniform image): give a picture of one digit")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from digitpairs.base.errors import first_line
+
 MAGIC = b"digitpairs checkpoint, sha256\n"  # a file without it is of an older format: ignored like another group's
 
 
@@ -64,7 +66,7 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001 - a damaged checkpoint only costs the epochs it held
             if before is not None:
                 _restore(before, net, opt, sched)
-            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # on one line
+            why = f"{type(e).__name__}: {first_line(e)}"
             print(f"{self.folder.name} rounds {rounds}: the checkpoint {path.name} is damaged ({why}) and ignored: "
                   "training from the start", file=sys.stderr, flush=True)
             return fresh

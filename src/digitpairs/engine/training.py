@@ -37,7 +37,6 @@ from digitpairs.spec.records import RunResult
 from digitpairs.spec.registry import arch_config, get_arch
 from digitpairs.spec.shapes import first_map_bytes
 
-
 GROUP_BYTES = 12e6  # on the CPU, a group's largest activation at most this (where rounds allow): it stays in cache
 GPU_GROUP = 10  # on a GPU, rounds per batched model: a whole unit of the default --batch-rounds
 

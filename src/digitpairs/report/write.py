@@ -83,7 +83,8 @@ def write_report(store: Store, study: str | None, out: Path) -> Path:
     # shared study at once each write a whole report, and a reader never sees a half-written file
     work = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        blocks = blocks_for(study, store, work)
+        with store.reading():  # the runs, curves and answers of one moment
+            blocks = blocks_for(study, store, work)
         (work / "report.md").write_text(render_md(blocks))
         (work / "report.html").write_text(render_html(blocks, work))
         for f in sorted(work.iterdir()):

@@ -11,7 +11,7 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
-from digitpairs.base.errors import UserError
+from digitpairs.base.errors import UserError, reason
 from digitpairs.spec.provenance import code_version
 from digitpairs.spec.records import RunResult
 from digitpairs.store import answers, schema, weights
@@ -37,7 +37,7 @@ class Store:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise UserError(f"cannot create the store's folder {self.path.parent} ({e.strerror}): "
+                raise UserError(f"cannot create the store's folder {self.path.parent} ({reason(e)}): "
                                 "pass --store with a writable path") from None
         try:
             self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)  # explicit transactions
@@ -123,6 +123,17 @@ class Store:
             if isinstance(e, sqlite3.OperationalError) and _busy(e):
                 raise self.busy() from None
             raise
+
+    @contextmanager
+    def reading(self):
+        """One read transaction: what is read inside sees the store as it was at the first read (SQLite's WAL),
+        whatever other processes store meanwhile, so that a report written while a study trains is of one state."""
+        self.db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
 
     def close(self):
         self.db.close()
