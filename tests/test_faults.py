@@ -176,3 +176,40 @@ def test_a_grown_study_keeps_the_grouping_of_an_uninterrupted_one(tmp_path, real
     assert {k: v for k, v in grown.items() if k[1] == 12} == {k: v for k, v in before.items() if k[1] == 12}
     assert {k: v for k, v in grown.items() if k[1] != 12} == {k: v for k, v in uninterrupted["runs"].items()
                                                               if k[1] != 12 and k[0] == "siamese_ws_aux_bn"}
+
+
+def can_unshare() -> bool:
+    """Whether this machine lets the tests start a process as pid 1 of a pid namespace of its own (root, Linux)."""
+    try:
+        return subprocess.run(["unshare", "-fp", "--mount-proc", "true"], capture_output=True, timeout=10,
+                              check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not can_unshare(), reason="no pid namespace can be made here (unshare, as root)")
+def test_a_container_restarted_as_pid_1_resumes_its_own_claims(tmp_path, real_data_dir, uninterrupted):
+    """The study runs as pid 1 of its own pid namespace, as a container's entrypoint does; it is killed with kill -9
+    once it has stored a run, and the same command starts again as pid 1: the dead process's claims carry the same
+    host and pid, but not its token and start time, so they are taken over at once (not waited for), and the study
+    ends with the uninterrupted table."""
+    cmd = ["unshare", "-fp", "--mount-proc", *command(tmp_path, real_data_dir, "container", 1)]
+    store = tmp_path / "container.sqlite"
+    proc = start(cmd)
+    deadline = time.monotonic() + 240
+    while stored_runs(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study ended before its kill"
+    pid_1 = descendants(proc.pid)[0]  # unshare's child: the study, pid 1 inside its namespace
+    os.kill(pid_1, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    left = sqlite3.connect(store).execute("SELECT pid FROM claims").fetchall()
+    assert left and {pid for (pid,) in left} == {1}  # the dead pid 1's claims, fresh
+    start_s = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "waiting for" not in p.stdout + p.stderr  # taken over, not waited for
+    assert time.monotonic() - start_s < 200
+    resumed = table(store)
+    assert resumed["counts"] == (RUNS, RUNS) and resumed["claims"] == 0
+    assert resumed["runs"] == uninterrupted["runs"] and resumed["curves"] == uninterrupted["curves"]

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from digitpairs import UserError
+from digitpairs.base.procfs import start_time
 from digitpairs.runner import driver as driver_module
 from digitpairs.runner import study
 from digitpairs.runner.backends import ProcessPool, dispatch
@@ -49,11 +50,12 @@ def dead_pid() -> int:
     return p.pid
 
 
-def claim_as(store, arch, first, host=claims.HOST, pid=None, age=0.0):
-    """A claim row as another process would write it."""
-    beat = time.time() - age
-    store.db.execute("INSERT OR REPLACE INTO claims VALUES ('st', ?, ?, ?, ?, ?, ?)",
-                     (arch, first, host, pid or os.getppid(), beat, beat))
+def claim_as(store, arch, first, host=claims.HOST, pid=None, age=0.0, started="now", token="another"):
+    """A claim row as another process would write it (started: its process's start time; "now": as it runs)."""
+    beat, pid = time.time() - age, pid or os.getppid()
+    started = start_time(pid) if started == "now" else started
+    store.db.execute("INSERT OR REPLACE INTO claims (study, arch, round, host, pid, started, heartbeat, proc_start, "
+                     "token) VALUES ('st', ?, ?, ?, ?, ?, ?, ?, ?)", (arch, first, host, pid, beat, beat, started, token))
 
 
 def test_groups_are_fixed_chunks_that_stay_when_a_study_grows():
@@ -92,7 +94,7 @@ def test_claims_of_live_processes_are_respected_and_others_taken_over(tmp_path):
     try:
         taken = [drv.take(block=False), drv.take(block=False), drv.take(block=False)]
         assert [u.groups if u else None for u in taken] == [((3, 4, 5),), ((6, 7, 8),), None]
-        assert claims.held(store.db, "st")[("siamese_ws", 3)] == (claims.HOST, os.getpid())
+        assert claims.held(store.db, "st")[("siamese_ws", 3)] == (claims.HOST, os.getpid(), claims.TOKEN)
     finally:
         drv.close()
 
@@ -120,7 +122,41 @@ def test_a_process_waits_for_units_claimed_by_others_then_ends(tmp_path, monkeyp
     finally:
         finisher.join()
         drv.close()
-    assert "waiting for 3 runs that other processes are training" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"waiting for 3 runs that other processes are training (pid {os.getppid()} on {claims.HOST})" in out
+
+
+def test_a_later_process_with_the_same_pid_takes_the_claims_over(tmp_path):
+    """A container restarted as pid 1 (or a scheduler that reuses pids): the claims of the process that died carry
+    this process's pid, and its heartbeat is fresh, but they are not this process's. Its token and start time tell
+    them apart: they are taken over at once, not waited for, and this process never renews them as its own."""
+    store = Store(tmp_path / "s.sqlite")
+    drv = driver(store, make_study(rounds=6, archs=("siamese_ws",)))
+    claim_as(store, "siamese_ws", 0, pid=os.getpid(), started="1")  # the dead process, same pid, started before
+    claim_as(store, "siamese_ws", 3, pid=os.getpid(), started=None, token=None)  # as 0.2 wrote it: pid alone
+    try:
+        now = time.time()
+        assert not claims.live(claims.HOST, os.getpid(), now, now, "1")
+        assert claims.live(claims.HOST, os.getpid(), now, now, start_time(os.getpid()))
+        unit = drv.take(block=False)
+        assert unit.groups == ((0, 1, 2),)  # the dead one's claim, taken over (0.2's: alive by its pid)
+        assert claims.held(store.db, "st")[("siamese_ws", 0)] == (claims.HOST, os.getpid(), claims.TOKEN)
+    finally:
+        drv.close()
+    left = store.db.execute("SELECT round, token FROM claims").fetchall()
+    assert left == [(3, None)]  # released by token: the row this process did not write stays
+
+
+def test_a_lost_heartbeat_stops_the_process_at_its_next_unit(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    drv = driver(store, make_study(rounds=6, archs=("siamese_ws",)))
+    try:
+        assert drv.take(block=False) is not None
+        drv.heartbeat.lost = "disk I/O error, for 31 s"
+        with pytest.raises(UserError, match=r"could not renew its claims .*disk I/O error, for 31 s.* it stops"):
+            drv.take(block=False)
+    finally:
+        drv.close()
 
 
 def test_pid_alive_and_live():

@@ -30,6 +30,14 @@ def stat(pid: int) -> list[str] | None:
         return None
 
 
+def start_time(pid: int) -> str | None:
+    """When the process with this pid started (clock ticks since the machine booted), or None where it cannot be
+    told (no such process, no /proc). With the pid it names one process: a pid reused by a later process, such as a
+    container's pid 1 after a restart, has another start time."""
+    fields = stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this machine (a zombie, killed but not yet reaped, is dead)."""
     fields = stat(pid)

@@ -92,6 +92,10 @@ class Driver:
         variant, up to batch_rounds rounds. None: none left; or, unless `block`, none to claim now. `block` waits
         while every group left is claimed by another process, and takes over a claim whose holder died."""
         while True:
+            if self.heartbeat is not None and self.heartbeat.lost:
+                raise UserError(f"this process could not renew its claims in {self.store.path} "
+                                f"({self.heartbeat.lost}), so other processes may take its units over: it stops; "
+                                "the runs it stored stay: run the same command to resume")
             with self.store.transaction() as db:
                 done = self.store.done(self.name)
                 busy = leases.held(db, self.name)

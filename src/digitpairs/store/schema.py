@@ -89,18 +89,26 @@ def _base(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-def _run_columns(db: sqlite3.Connection) -> None:
-    have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    for column, kind in RUN_COLUMNS.items():
-        if column not in have:
-            db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+def _columns(table: str, columns: dict[str, str]):
+    """A migration that adds these columns to the table where they are missing."""
+    def add(db: sqlite3.Connection) -> None:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, kind in columns.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    return add
 
 
+CLAIM_COLUMNS = {  # a claim's process, told apart from a later one with the same pid (store/leases.py)
+    "proc_start": "TEXT",  # the process's start time on its host (NULL: not known, or a claim of 0.2)
+    "token": "TEXT",  # random, the process's own: it renews and releases its claims by it
+}
 MIGRATIONS = [  # migration i (from 1) brings a store to schema version i
     _base,  # 0.1.0: studies, runs, curves, and the claims of processes sharing a study
-    _run_columns,  # 0.1.x: a run's count of correct test pairs, its code hash, git commit and device
+    _columns("runs", RUN_COLUMNS),  # 0.1.x: a run's count of correct test pairs, its code hash, commit and device
     lambda db: db.execute(MODELS),  # 0.2.0: the trained weights
     lambda db: db.execute(ANSWERS),  # 0.2.0: the answers on the test pairs
+    _columns("claims", CLAIM_COLUMNS),  # 0.3.0: claims owned by a process's token, not by its pid
 ]
 VERSION = len(MIGRATIONS)
 
