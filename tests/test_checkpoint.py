@@ -188,3 +188,59 @@ def test_a_save_survives_another_group_removing_an_empty_folder(tmp_path, monkey
     ckpt.save(ROUNDS, {"k": 1}, 1, net, opt, sched, [[], []])
     assert calls and [p.name for p in ckpt.folder.iterdir()] == [ckpt.path(ROUNDS).name]
     assert _read(ckpt.path(ROUNDS), "cpu")["epoch"] == 1
+
+
+def test_a_checkpoint_of_another_devices_adam_resumes_with_this_ones(ckpt, whole, capsys):
+    """A GPU builds Adam fused and the CPU foreach: a checkpoint written by one resumes on the other, its state
+    restored and the optimizer left as this device builds it (here: a fused Adam's checkpoint, on the CPU)."""
+    net, opt, sched = group()
+    state = _read(ckpt.path(ROUNDS), "cpu")
+    saved = copy.deepcopy(state["opt"])
+    for g in saved["param_groups"]:
+        g.update(fused=True, foreach=None)  # as a GPU's fused Adam writes its groups
+    _write(ckpt.path(ROUNDS), state | {"opt": saved})
+    done, _ = ckpt.load(ROUNDS, state["key"], net, opt, sched)
+    assert done == CFG.epochs and "damaged" not in capsys.readouterr().err
+    assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)  # this device's Adam
+    assert same(opt.state_dict()["state"], state["opt"]["state"])
+    net, _, sched = group()  # the other way round: the CPU's checkpoint into a fused Adam, as a GPU builds it
+    fused = torch.optim.Adam(net.parameters(), lr=CFG.lr, fused=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(fused, CFG.lr, total_steps=CFG.epochs * 6)
+    _write(ckpt.path(ROUNDS), state)
+    assert ckpt.load(ROUNDS, state["key"], net, fused, sched)[0] == CFG.epochs
+    assert all(g["fused"] is True and not g["foreach"] for g in fused.param_groups)
+
+
+def test_an_empty_or_cut_checkpoint_is_damaged_not_an_older_format(ckpt, capsys):
+    """After a power cut a file may be empty or short: it is told as damaged (one line), never read as the older
+    format, which would restart the group without a word."""
+    net, opt, sched = group()
+    state = _read(ckpt.path(ROUNDS), "cpu")
+    for data in (b"", b"digitpairs"):
+        ckpt.path(ROUNDS).write_bytes(data)
+        assert ckpt.load(ROUNDS, state["key"], net, opt, sched) == (0, [[], []])
+        assert "is damaged" in capsys.readouterr().err
+
+
+def test_a_process_deletes_its_own_temporary_files_only(tmp_path):
+    """Two processes may save one group's checkpoint at once (a study shared by two processes): each writes its own
+    temporary file, and remove() takes away only this process's (and one left an hour ago by a dead process)."""
+    import os
+    import time
+
+    from digitpairs.engine.checkpoint import LEFT_S, temporary
+
+    ckpt = Checkpoints(tmp_path / "checkpoints" / "s.sqlite" / "study" / "variant", root=tmp_path / "checkpoints")
+    ckpt.folder.mkdir(parents=True)
+    path = ckpt.path(ROUNDS)
+    mine, theirs, left = temporary(path), path.with_name(f".{path.name}.host-b.12.beef.tmp"), \
+        path.with_name(f".{path.name}.host-c.13.dead.tmp")
+    for f in (mine, theirs, left, path):
+        f.write_bytes(b"x")
+    old = time.time() - LEFT_S - 1
+    os.utime(left, (old, old))
+    ckpt.remove(ROUNDS)
+    assert sorted(p.name for p in ckpt.folder.iterdir()) == [theirs.name]
+    theirs.unlink()
+    ckpt.remove(ROUNDS)
+    assert list(tmp_path.iterdir()) == []  # the empty folders up to the root, the root included

@@ -211,3 +211,16 @@ def test_a_study_recorded_meanwhile_by_another_process_keeps_its_grouping(tmp_pa
     study.run_study(s, store, None, workers=1)
     store.close()
     assert seen == {"siamese_ws": 5}
+
+
+def test_two_stores_in_one_folder_never_share_a_checkpoint(tmp_path):
+    s = make_study(rounds=3, archs=("siamese_ws",))
+    cpu, gpu = Store(tmp_path / "cpu.sqlite"), Store(tmp_path / "gpu.sqlite")
+    drivers = [driver(cpu, s), driver(gpu, s)]
+    try:
+        folders = [d.checkpoints(s.variants[0]).folder for d in drivers]
+        assert folders[0] != folders[1] and all(f.is_relative_to(tmp_path / "checkpoints") for f in folders)
+        assert [f.relative_to(tmp_path / "checkpoints").parts[0] for f in folders] == ["cpu.sqlite", "gpu.sqlite"]
+    finally:
+        for d in drivers:
+            d.close()

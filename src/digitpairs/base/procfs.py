@@ -2,7 +2,12 @@
 
 import os
 import platform
+import secrets
+import socket
 from pathlib import Path
+
+HOST = socket.gethostname()
+TOKEN = secrets.token_hex(8)  # this process's own, made when it starts: what it writes is told apart by it
 
 
 def cpu_model() -> str:

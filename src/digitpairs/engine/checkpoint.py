@@ -2,13 +2,20 @@
 bit for bit where it stopped (on the same machine and device, with the same run options: a resume with another
 --cuda-graphs or --matmul-conv continues from the same state, its numbers then differing to rounding).
 
-One file per group, `DIR/group-FIRSTROUND.pt`, replaced atomically (written beside, then renamed): a kill at any
-moment leaves the previous complete epoch. It holds the parameters and BatchNorm statistics, Adam's state, the
+One file per group, `DIR/group-FIRSTROUND.pt`, replaced atomically: written beside it under a name of this
+process's own (host, pid and token), synced to the disk, renamed over it, and the folder synced: a kill or a power
+cut at any moment leaves the previous complete epoch. A process deletes only its own temporary files (and ones
+left for an hour by a process that died during a save). It holds the parameters and BatchNorm statistics, Adam's state, the
 learning-rate schedule, every member's random generator (data order, augmentation, dropout) and the curves so far,
 with the key of what it belongs to (architecture, rounds, seeds, config): a file whose key differs is ignored.
 The file: MAGIC, the SHA-256 of the payload, the payload (torch.save of the state, loaded with weights_only=True:
-tensors and plain data, never code). A damaged file (digest or contents wrong) is ignored with a line on stderr:
-the group starts afresh exactly as without it (checked before anything is restored, put back if a restore fails).
+tensors and plain data, never code). A damaged file (digest or contents wrong, empty, cut short) is ignored with a
+line on stderr: the group starts afresh exactly as without it (checked before anything is restored, put back if a
+restore fails).
+
+A checkpoint written on another device resumes here: the state is moved to this device and Adam keeps this
+device's implementation (fused on a GPU, foreach on the CPU), the numbers then differing from an uninterrupted run
+to rounding, as any change of device makes them.
 """
 
 import copy
@@ -16,20 +23,27 @@ import hashlib
 import io
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from digitpairs.base.errors import first_line
+from digitpairs.base.files import sync_folder
+from digitpairs.base.procfs import HOST, TOKEN
 
-MAGIC = b"digitpairs checkpoint, sha256\n"  # a file without it is of an older format: ignored like another group's
+MAGIC = b"digitpairs checkpoint, sha256\n"
+OLDER = b"PK"  # a file of the format before MAGIC (torch.save's zip): ignored like another group's
+LEFT_S = 3600  # a temporary file untouched this long was left by a process that died during a save
+OPTIMIZER_IMPLEMENTATION = {"fused", "foreach", "capturable", "differentiable"}  # how Adam runs, not its state
 
 
 @dataclass(frozen=True)
 class Checkpoints:
-    folder: Path  # one folder per unit of work, beside the store
+    folder: Path  # one folder per variant of a study (runner/driver.py: beside the store, named after it)
     every: int = 1  # save after every `every` epochs (and never if 0)
+    root: Path | None = None  # the folder up to which remove() takes empty folders away (default: folder's grandparent)
 
     def path(self, rounds: list[int]) -> Path:
         return self.folder / f"group-{rounds[0]}.pt"
@@ -40,15 +54,25 @@ class Checkpoints:
         _write(self.path(rounds), {"key": key, "epoch": epoch, **_state(net, opt, sched), "curves": curves})
 
     def remove(self, rounds: list[int]) -> None:
-        """Delete the group's checkpoint, and the folders up to checkpoints/ once they are empty."""
-        self.path(rounds).unlink(missing_ok=True)
-        for tmp in self.folder.glob(f".{self.path(rounds).name}.*.tmp"):  # left by a kill during a save
-            tmp.unlink(missing_ok=True)
-        for folder in (self.folder, self.folder.parent, self.folder.parent.parent):
+        """Delete the group's checkpoint, this process's temporary files of it (and those left for an hour by a
+        process that died), and the folders up to the root once they are empty."""
+        path = self.path(rounds)
+        path.unlink(missing_ok=True)
+        for tmp in self.folder.glob(f".{path.name}.*.tmp"):
+            try:
+                if tmp == temporary(path) or time.time() - tmp.stat().st_mtime > LEFT_S:
+                    tmp.unlink()
+            except OSError:  # gone meanwhile
+                pass
+        root, folder = self.root or self.folder.parent.parent, self.folder
+        while True:
             try:
                 folder.rmdir()
             except OSError:  # not empty (another group's file), or gone
                 return
+            if folder == root or folder.parent == folder:
+                return
+            folder = folder.parent
 
     def load(self, rounds: list[int], key: dict, net, opt, sched) -> tuple[int, list[list[dict]]]:
         """Restore the group from its checkpoint; return (epochs done, curves so far), or (0, fresh curves) with
@@ -88,28 +112,39 @@ def in_folder(folder: Path, make, tries: int = 5):
                 raise
 
 
+def temporary(path: Path) -> Path:
+    """This process's temporary file for path: no other process, on this host or another, writes or deletes it."""
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{TOKEN}.tmp")
+
+
 def _write(path: Path, state: dict) -> None:
-    """MAGIC, the payload's SHA-256 and the payload, written beside the file (its folder made) then renamed over
-    it."""
+    """MAGIC, the payload's SHA-256 and the payload, written beside the file (its folder made), synced, renamed
+    over it, and the folder synced."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary(path)
 
     def write():
         with open(tmp, "wb") as f:
             f.write(MAGIC + hashlib.sha256(payload).digest())
             f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
 
     in_folder(path.parent, write)
     os.replace(tmp, path)
+    sync_folder(path.parent)
 
 
 def _read(path: Path, device) -> dict | None:
-    """The state in the file; None if it is not of this format; ValueError if its digest does not match."""
+    """The state in the file; None if it is of the older format; ValueError if it is not a whole checkpoint or its
+    digest does not match."""
     data = path.read_bytes()
-    if not data.startswith(MAGIC):
+    if data.startswith(OLDER):
         return None
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 32:
+        raise ValueError(f"{len(data)} bytes that do not start as a checkpoint (cut short by a crash?)")
     start = len(MAGIC) + 32  # of the payload, after its SHA-256
     if hashlib.sha256(data[start:]).digest() != data[len(MAGIC):start]:
         raise ValueError("its SHA-256 does not match its contents")
@@ -141,7 +176,10 @@ def _state(net, opt, sched) -> dict:
 
 def _restore(state: dict, net, opt, sched) -> None:
     net.load_state_dict(state["net"])
+    implementation = [{k: g[k] for k in OPTIMIZER_IMPLEMENTATION if k in g} for g in opt.param_groups]
     opt.load_state_dict(state["opt"])
+    for group, keep in zip(opt.param_groups, implementation):  # this device's Adam, whichever wrote the state
+        group.update(keep)
     if sched is not None:
         sched.load_state_dict(state["sched"])
     for g, s in zip(net.rngs, state["rngs"], strict=True):
@@ -159,14 +197,15 @@ def _fits_opt(saved: dict, opt) -> bool:
     """The optimizer's groups, with their settings and parameter counts, and each parameter's state its shape."""
     groups, params = saved["param_groups"], [p for g in opt.param_groups for p in g["params"]]
     if not (isinstance(groups, list) and len(groups) == len(opt.param_groups) and isinstance(saved["state"], dict)
-            and all(_alike(g, h) and len(g["params"]) == len(h["params"]) for g, h in zip(groups, opt.param_groups))):
+            and all(_alike(g, h, OPTIMIZER_IMPLEMENTATION) and len(g["params"]) == len(h["params"])
+                    for g, h in zip(groups, opt.param_groups))):
         return False
     of = dict(zip((i for g in groups for i in g["params"]), params))  # saved id -> parameter
     return all(i in of and isinstance(s, dict) and all(isinstance(t, torch.Tensor) and t.shape in ((), of[i].shape)
                                                      for t in s.values()) for i, s in saved["state"].items())
 
 
-def _alike(saved: dict, current: dict) -> bool:
-    """The same keys, each value of the same type."""
+def _alike(saved: dict, current: dict, besides: set = frozenset()) -> bool:
+    """The same keys, each value of the same type (but for the keys `besides`)."""
     return (isinstance(saved, dict) and saved.keys() == current.keys()
-            and all(type(saved[k]) is type(current[k]) for k in current))
+            and all(type(saved[k]) is type(current[k]) for k in current if k not in besides))

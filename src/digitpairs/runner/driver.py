@@ -117,21 +117,23 @@ class Driver:
             time.sleep(POLL_S)
 
     def checkpoints(self, v: Variant) -> Checkpoints | None:
-        """A variant's checkpoint folder, beside the store: checkpoints/STUDY/VARIANT/group-R.pt."""
+        """A variant's checkpoint folder, beside the store: checkpoints/STORE/STUDY/VARIANT/group-R.pt, STORE the
+        store file's name, so that two stores in one folder never share a checkpoint."""
         if not self.checkpoint_every:
             return None
-        return Checkpoints(self.checkpoint_root() / v.name, self.checkpoint_every)
+        return Checkpoints(self.checkpoint_root() / v.name, self.checkpoint_every, self.checkpoint_root().parent.parent)
 
     def checkpoint_root(self) -> Path:
         """The study's checkpoints, beside the store; absolute, for Ray's nodes too."""
-        return self.store.path.resolve().parent / "checkpoints" / self.name
+        store = self.store.path.resolve()
+        return store.parent / "checkpoints" / store.name / self.name
 
     def check_checkpoints(self) -> None:
         """Checkpoints can be written beside the store: found before any training, not after its first epoch."""
         if not self.checkpoint_every:
             return
         folder = self.checkpoint_root()
-        made = [f for f in (folder.parent, folder) if not f.exists()]
+        made = [f for f in (folder.parent.parent, folder.parent, folder) if not f.exists()]
         try:
             in_folder(folder, lambda: tempfile.TemporaryFile(dir=folder).close())
         except OSError as e:

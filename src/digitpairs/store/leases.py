@@ -14,18 +14,14 @@ is free to take over.
 """
 
 import os
-import secrets
-import socket
 import sqlite3
 import threading
 import time
 
-from digitpairs.base.procfs import pid_alive, start_time
+from digitpairs.base.procfs import HOST, TOKEN, pid_alive, start_time
 
 HEARTBEAT_S = 5.0  # how often a process renews its claims
 STALE_S = 60.0  # a claim not renewed for this long is taken over (its holder hung, or its machine went away)
-HOST = socket.gethostname()
-TOKEN = secrets.token_hex(8)  # this process's own: its claims are renewed and released by it
 STARTED = start_time(os.getpid())  # when this process started (None without /proc)
 
 
