@@ -64,3 +64,48 @@ def test_export_refuses_the_store_itself_and_an_unwritable_place(tmp_path):
     store.close()
     after = sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
     assert after == tables
+
+
+def test_an_export_interrupted_midway_is_completed_by_the_next_one(tmp_path, monkeypatch):
+    """Killed while it logged a run (here: while it attached the third run's files), an export leaves that run
+    unfinished; the next one deletes it and exports it again whole: every run once, each with all it carries."""
+    from digitpairs.export import mlflow as exporter
+
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91, 0.92], "b": [0.95, 0.97, 0.96]})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    calls, attach = [], exporter.attach
+
+    def killed(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return attach(*args)
+
+    monkeypatch.setattr(exporter, "attach", killed)
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export(store, uri, log=lambda *a: None)
+    monkeypatch.setattr(exporter, "attach", attach)
+    assert exporter.export(store, uri, log=lambda *a: None) == 4  # the unfinished one and the three not begun
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("digitpairs/st").experiment_id])
+    keys = sorted(r.data.tags["digitpairs.key"] for r in runs)
+    assert keys == ["st/a/0", "st/a/1", "st/a/2", "st/b/0", "st/b/1", "st/b/2", "st/report"]
+    assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in runs if "report" not in r.info.run_name)
+
+
+def test_an_error_of_mlflows_is_one_line(tmp_path, monkeypatch):
+    from digitpairs import UserError
+    from digitpairs.export.mlflow import export
+
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91]})
+
+    def refused(self, *args, **kwargs):
+        raise mlflow.exceptions.MlflowException("API request failed\nwith a long story")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", refused)
+    with pytest.raises(UserError, match=r"MLflow failed while exporting study 'st' \(MlflowException: API request "
+                                        r"failed\): the 0 runs added before are complete") as e:
+        export(store, f"sqlite:///{tmp_path / 'mlflow.db'}", log=lambda *a: None)
+    assert "\n" not in str(e.value)

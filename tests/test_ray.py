@@ -178,3 +178,16 @@ def test_an_interrupt_ends_a_ray_study_within_5_s_and_its_ray_instance_with_it(t
     logged = interrupt(proc, sig, code, settle=1)  # below it: Ray's GCS, raylet, agents and workers
     stored = set(sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT arch, round FROM runs").fetchall())
     assert logged and logged <= stored
+
+
+@pytest.mark.slow
+def test_a_study_that_asks_for_gpus_from_a_cluster_without_them_is_refused(tmp_path, real_data_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a Ray instance started here has this machine's GPU")
+    p = run_cli("reproduce", "--quick", "--archs", "siamese_ws", "--backend", "ray", "--device", "cuda", "--store",
+                tmp_path / "s.sqlite", "--out", tmp_path / "out", "--data-dir", real_data_dir, timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert "the Ray cluster has no GPU" in last and "Traceback" not in p.stderr

@@ -224,3 +224,19 @@ def test_two_stores_in_one_folder_never_share_a_checkpoint(tmp_path):
     finally:
         for d in drivers:
             d.close()
+
+
+def test_a_unit_whose_checkpoint_folder_is_not_on_its_node_trains_without_checkpoints(tmp_path, capsys):
+    """A Ray node that does not share the driver's storage has no store folder: the unit trains without checkpoints
+    (a lost unit restarts), instead of failing on a folder it cannot make."""
+    from digitpairs.engine.checkpoint import Checkpoints
+    from digitpairs.runner.units import on_this_machine
+
+    v = make_study(rounds=3, archs=("siamese_ws",)).variants[0]
+    here = Unit(v, ((0, 1, 2),), Checkpoints(tmp_path / "checkpoints" / "s.sqlite" / "st" / v.name, 1,
+                                             tmp_path / "checkpoints"))
+    elsewhere = Unit(v, ((0, 1, 2),), Checkpoints(tmp_path / "gone" / "checkpoints" / "s.sqlite" / "st" / v.name, 1,
+                                                  tmp_path / "gone" / "checkpoints"))
+    assert on_this_machine(here) == here
+    assert on_this_machine(elsewhere).checkpoints is None and not (tmp_path / "gone").exists()
+    assert "training without checkpoints" in capsys.readouterr().err

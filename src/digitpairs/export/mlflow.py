@@ -2,7 +2,9 @@
 
 Each run carries its resolved config and sweep point as params, its per-epoch curves as step metrics, and its final
 accuracies; one extra run per study carries the study's report and figures as artifacts. Runs are tagged with their
-store key (study/variant/round), so exporting again adds only what is new.
+store key (study/variant/round) when they are created, and marked finished only once everything of them is logged:
+exporting again adds what is new, and deletes and exports again a run an interrupted export left unfinished. An
+error of MLflow's is one line.
 """
 
 import hashlib
@@ -80,7 +82,14 @@ def export(store: Store, tracking_uri: str, studies: list[str] | None = None, lo
     client, local_root = connect(mlflow, tracking_uri, Path(store.path))
     added = 0
     for study in studies or store.studies():
-        added += export_study(client, store, study, local_root, Metric, Param)
+        try:
+            added += export_study(client, store, study, local_root, Metric, Param)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - MLflow raises many kinds: each is one line
+            raise UserError(f"MLflow failed while exporting study {study!r} ({type(e).__name__}: {first_line(e)}): "
+                            f"the {added} runs added before are complete; fix the tracking server, then run the "
+                            "same command to finish") from None
         log(f"mlflow: study {study!r} -> experiment 'digitpairs/{study}'")
     return added
 
@@ -94,7 +103,12 @@ def export_study(client, store: Store, study: str, local_root: Path | None, Metr
         exp_id = client.create_experiment(name, artifact_location=artifacts)
     else:
         exp_id = exp.experiment_id
-    have = {r.data.tags.get(KEY) for r in client.search_runs([exp_id], max_results=50000)}
+    have = set()
+    for r in client.search_runs([exp_id], max_results=50000):
+        if r.info.status == "FINISHED":
+            have.add(r.data.tags.get(KEY))
+        elif KEY in r.data.tags:  # an export interrupted while it logged this run: it is done again whole
+            client.delete_run(r.info.run_id)
     curves: dict[tuple, list[dict]] = {}
     for c in store.curves(study):
         curves.setdefault((c["arch"], c["round"]), []).append(c)
@@ -118,7 +132,7 @@ def export_study(client, store: Store, study: str, local_root: Path | None, Metr
         for i in range(0, max(len(metrics), len(params_list)), 100):  # MLflow's batch limits
             client.log_batch(created.info.run_id, metrics=metrics[i:i + 100], params=params_list[i:i + 100])
         attach(client, created.info.run_id, store, study, run["arch"], run["round"])  # its kept model, if any
-        client.set_terminated(created.info.run_id)
+        client.set_terminated(created.info.run_id)  # last: a run is finished once everything of it is logged
         added += 1
     if f"{study}/report" not in have:
         created = client.create_run(exp_id, run_name=f"{study} report", tags={KEY: f"{study}/report", "study": study})

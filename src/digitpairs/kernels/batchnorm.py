@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitpairs.kernels.build import DTYPES, LANES, library
+from digitpairs.kernels.build import DTYPES, LANES, define, library
 
-MAX_C = 1024  # the C kernels' bound on channels
+MAX_C = define("MAX_C")  # the C kernels' bound on channels (csrc/batchnorm.c)
 
 
 def _fusable(x: torch.Tensor, bn: nn.Module) -> bool:

@@ -1,5 +1,8 @@
 """Building the C kernels (kernels/csrc) once per machine and loading them through ctypes.
 
+The C files are package data, joined in the order of PARTS into one translation unit (source()); the constants the
+Python side shares with them (LANES, MAX_KERNEL here, batchnorm.MAX_C) are read from their `#define`s (define()).
+
 They are compiled with the system's C compiler (`$CC`, else `cc`) into $DIGITPAIRS_CACHE/ops or
 ~/.cache/digitpairs/ops, keyed by source, flags and CPU, with its SHA-256 beside it (a file that fails it is built
 again, never loaded: a truncated one would kill the process), and called through ctypes, which releases the GIL: the
@@ -10,22 +13,45 @@ thread. Without a working compiler, library() is None and every operator takes P
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import torch
 
 from digitpairs.base.procfs import cpuinfo
-from digitpairs.kernels.source import SOURCE
 
 # no -ffast-math: NaN must compare as NaN; contraction into fused multiply-adds is allowed (the sums' order is fixed)
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99"]
 DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
-LANES, MAX_KERNEL = 16, 7  # the conv kernel's channel block (kernels/csrc) and its largest kernel side
+PARTS = ("common.h", "pool.c", "conv_pool.c", "batchnorm.c")  # kernels/csrc, joined in this order
+
+
+@functools.cache
+def source() -> str:
+    """The C source that library() compiles: the files of kernels/csrc joined in the order of PARTS, one
+    translation unit (the .c files use common.h's definitions without including it)."""
+    csrc = resources.files("digitpairs.kernels") / "csrc"
+    return "".join((csrc / name).read_text(encoding="utf-8") for name in PARTS)
+
+
+def define(name: str) -> int:
+    """The value of the C source's `#define name <integer>`, which must be its only definition: the Python side's
+    copy of a constant, never written twice."""
+    found = re.findall(rf"^#define {name}\s+(\d+)\b", source(), re.MULTILINE)
+    if len(found) != 1:
+        raise LookupError(f"kernels/csrc defines {name} as an integer {len(found)} times, not once")
+    return int(found[0])
+
+
+LANES = define("LANES")  # the vectors' float lanes: the kernels' channel block
+MAX_KERNEL = math.isqrt(define("MAX_TAPS"))  # the conv kernel's largest kernel side: MAX_TAPS = MAX_KERNEL ** 2
 
 
 def cache_dir() -> Path:
@@ -48,12 +74,12 @@ def _digest(path: Path) -> str:
 
 
 def _build(cc: str, flags: list[str], path: Path) -> bool:
-    """Compile SOURCE into path and record its SHA-256 in path.sha256, each atomically: written in a temporary
+    """Compile source() into path and record its SHA-256 in path.sha256, each atomically: written in a temporary
     folder beside them, then renamed (a build killed midway leaves neither name half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, lib, sha = Path(tmp) / "ops.c", Path(tmp) / "ops.so", Path(tmp) / "ops.so.sha256"
-        src.write_text(SOURCE)
+        src.write_text(source(), encoding="utf-8")
         done = subprocess.run([cc, *flags, str(src), "-o", str(lib)], check=False, capture_output=True, timeout=120)
         if done.returncode != 0:
             return False
@@ -81,7 +107,7 @@ def library() -> ctypes.CDLL | None:
     if cc is None:
         return None
     for flags in (FLAGS, [f for f in FLAGS if f != "-march=native"]):  # some compilers lack -march=native
-        key = hashlib.sha256("\0".join([SOURCE, cc, *flags, _cpu_id()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join([source(), cc, *flags, _cpu_id()]).encode()).hexdigest()[:16]
         path = cache_dir() / f"ops-{key}.so"
         lib = _load(path)  # None where the cache lacks it or holds a damaged or foreign file: built again
         if lib is not None:

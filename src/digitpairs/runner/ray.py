@@ -9,7 +9,7 @@ import socket
 from digitpairs.base.errors import UserError, first_line, reason
 from digitpairs.base.procfs import descendants
 from digitpairs.data import mnist
-from digitpairs.runner.units import Unit, init, interrupts_blocked, run_unit
+from digitpairs.runner.units import Unit, init, interrupts_blocked, on_this_machine, run_unit
 from digitpairs.spec.records import RunResult
 
 RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the driver resubmits, not Ray)
@@ -18,7 +18,7 @@ RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the d
 def ray_unit(unit: Unit, arrays: dict, threads: int) -> tuple[dict, list[RunResult]]:
     """A unit on a Ray worker: MNIST comes from the driver's verified copy through the object store."""
     init(None, threads, arrays=arrays)
-    return run_unit(unit)
+    return run_unit(on_this_machine(unit))
 
 
 def check_address(address: str) -> None:
@@ -86,6 +86,10 @@ class RayBackend:
             self.arrays = self.ray.put(mnist.load(data_dir, log=lambda *a: None))  # verified by the driver, shared
             # on CUDA a task declares one GPU, and trains on the one Ray gives it (CUDA_VISIBLE_DEVICES: "cuda" is it)
             self.gpus = int(any(v.cfg.device.startswith("cuda") for v in variants))
+            have = self.ray.cluster_resources()
+            if self.gpus and have.get("GPU", 0) < 1:  # a task no node can run would wait for ever
+                raise UserError(f"--device cuda: the Ray cluster has no GPU ({have.get('CPU', 0):g} CPUs, no GPU): "
+                                "pass --device cpu, or add a node with a GPU")
             self.task = self.ray.remote(num_cpus=threads, num_gpus=self.gpus, max_retries=0)(ray_unit)
         except BaseException:
             _ray_stop(self.ray, own=not address)

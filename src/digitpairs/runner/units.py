@@ -4,13 +4,16 @@ A unit is one or more whole groups of one variant's rounds (runner/driver.py), t
 """
 
 import ctypes
+import dataclasses
 import os
 import signal
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from digitpairs.base.procfs import HOST
 from digitpairs.data import mnist
 from digitpairs.data.pairs import round_for
 from digitpairs.engine import train
@@ -40,6 +43,18 @@ def init(data_dir, threads: int, progress=None, arrays: dict | None = None) -> N
     _DATA.clear()
     _DATA["mnist"] = arrays if arrays is not None else mnist.load(data_dir, log=lambda *a: None)
     _DATA["progress"] = progress  # progress(n): n rounds finished an epoch
+
+
+def on_this_machine(unit: Unit) -> Unit:
+    """The unit, without checkpoints where the folder they go in is not on this machine (a Ray node that does not
+    share the driver's storage: the store's folder is not there): it then trains without them, and a lost unit
+    restarts from its first epoch."""
+    ckpt = unit.checkpoints
+    if ckpt is None or ckpt.root is None or ckpt.root.parent.is_dir():
+        return unit
+    print(f"{unit.variant.name} rounds {list(unit.rounds)}: no {ckpt.root.parent} on {HOST} (no shared storage): "
+          "training without checkpoints", file=sys.stderr, flush=True)
+    return dataclasses.replace(unit, checkpoints=None)
 
 
 def run_unit(unit: Unit) -> tuple[dict, list[RunResult]]:

@@ -1,9 +1,9 @@
-"""The C source of the convolution from one channel per member fused with its 2x2 max-pooling (ops.conv_pool2x2),
-in portable C with vector extensions and, behind a CPU feature test, AVX512-BF16 intrinsics. It uses the types,
-loads, stores and the pooling rule (VSTEP) of kernels.HEADER.
-"""
+/* The convolution from one channel per member fused with its 2x2 max-pooling (pool.conv_pool2x2), in portable C
+   with vector extensions and, behind a CPU feature test, AVX512-BF16 intrinsics. It uses the types, loads, stores
+   and the pooling rule (VSTEP) of common.h: build.py joins it after common.h and pool.c into one translation unit.
+   MAX_TAPS (below) bounds the taps; the Python side's largest kernel side, build.MAX_KERNEL, is its square root. */
 
-CONV = r"""/* ---- a convolution from one channel per member, fused with the pooling ---- */
+/* ---- a convolution from one channel per member, fused with the pooling ---- */
 /* Convolution from one channel per member, then 2x2 max-pooling, in one pass: no full-resolution map is written.
    x (n, k, s, s): member m's image of sample b, float32, or bfloat16 under autocast; w (k, ks, ks, c) float32
    (bfloat16 values under autocast): member m's taps, channels last; bias (k, c) or NULL. out, idx
@@ -174,4 +174,3 @@ CONV_POOL_KS(bf16, bf16, vround_bf16, vload_bf16)
 #endif
 CONV_POOL_ENTRY(bf16, bf16)
 
-"""
