@@ -13,12 +13,12 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # TORCH_INDEX_URL: where torch comes from, e.g. PyTorch's CPU index on a machine without a GPU (README)
 if [ -n "${TORCH_INDEX_URL:-}" ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-  .venv/bin/python -m pip install --quiet "$(grep -o 'torch==[0-9.]*' pyproject.toml | head -1)" \
-    --index-url "$TORCH_INDEX_URL"
+  .venv/bin/python -m pip install --quiet "$(grep -o '^torch==[0-9.]*' constraints.txt)" --index-url "$TORCH_INDEX_URL"
 fi
-stamp=".venv/.digitpairs-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS:-none}"
+# the exact versions of constraints.txt: the same numbers from the same command on the same kind of machine
+stamp=".venv/.digitpairs-installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${EXTRAS:-none}"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

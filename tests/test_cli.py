@@ -364,3 +364,13 @@ def test_the_store_and_the_machine_failures_in_one_line():
     assert failure(OSError(errno.ENOSPC, "No space left on device"), "s")[0] == 1
     code, line = failure(sqlite3.ProgrammingError("Cannot operate on a closed database."), "s")
     assert code == 1 and "damaged" not in line
+
+
+def test_version_says_the_version_code_hash_torch_and_device():
+    from digitpairs import __version__
+    from digitpairs.spec.provenance import code_version
+
+    p = run_cli("--version")
+    assert p.returncode == 0 and p.stdout.startswith(f"digitpairs {__version__} (code hash {code_version()['code_hash']}")
+    assert f"torch {torch.__version__}" in p.stdout and "--device auto:" in p.stdout
+    assert run_cli().returncode == 2  # no command: one line

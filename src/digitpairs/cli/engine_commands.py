@@ -1,11 +1,15 @@
-"""The commands that build networks: `digitpairs list` (each architecture's #params) and `digitpairs bench`."""
+"""The commands that build networks or ask torch: `digitpairs list` (each architecture's #params), `digitpairs
+bench` and `digitpairs --version`."""
 
 import dataclasses
+
+import torch
 
 from digitpairs import device as devices
 from digitpairs.model import create_model
 from digitpairs.runner import bench
 from digitpairs.spec.config import Config
+from digitpairs.spec.provenance import code_version
 from digitpairs.spec.registry import ARCHS, arch_config, get_arch
 
 
@@ -29,4 +33,14 @@ def cmd_bench(args) -> int:
     cfg = arch_config(arch, base).replace(epochs=args.epochs, precision=args.precision)
     devices.check(cfg.device, cfg.cuda_graphs)
     bench.run(dataclasses.replace(arch, extra={}), cfg, args.rounds, args.data_dir, device=cfg.device)
+    return 0
+
+
+def cmd_version(args) -> int:
+    """digitpairs's version, the hash of the code that decides the numbers (and the git commit where there is one),
+    torch's version, and where `--device auto` trains here."""
+    code = code_version()
+    commit = f", git commit {code['git_commit'][:12]}" if code["git_commit"] else ""
+    print(f"digitpairs {code['package_version']} (code hash {code['code_hash']}{commit}); torch {torch.__version__}; "
+          f"--device auto: {devices.name(devices.resolve('auto'))}")
     return 0

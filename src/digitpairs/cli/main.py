@@ -25,6 +25,7 @@ COMMANDS = {  # command -> (module, function)
     "run": ("digitpairs.cli.run", "cmd_run"),
     "reproduce": ("digitpairs.cli.run", "cmd_reproduce"),
     "predict": ("digitpairs.cli.predict", "cmd_predict"),
+    "--version": ("digitpairs.cli.engine_commands", "cmd_version"),
 }
 
 
@@ -88,7 +89,12 @@ def gpu_out_of_memory(e: BaseException) -> bool:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        args.command, args.plugin = "--version", []
+    elif args.command is None:
+        parser.error("the following arguments are required: command")
     SIGTERM_SEEN.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
     try:

@@ -101,7 +101,9 @@ def add_device(p, d: Config, note: str = "") -> None:
 def build_parser() -> Parser:
     d = Config()
     parser = Parser(prog="digitpairs", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.add_argument("--version", action="store_true",
+                        help="print the version, the code hash, torch's version and where training runs, and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)  # one is required but with --version (main)
 
     data = sub.add_parser("data", help="fetch and verify MNIST")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
