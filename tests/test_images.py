@@ -142,10 +142,10 @@ def test_mnist_digits_read_from_files_as_from_memory(tmp_path, real_data_dir, re
 
 
 def test_a_huge_photo_is_read_without_a_warning(tmp_path, recwarn):
-    path = tmp_path / "big.png"
-    big = np.full((9000, 10000), 255, np.uint8)  # 90 megapixels: beyond Pillow's bomb warning (89 M)
-    big[3000:6000, 4000:6000] = 0
-    Image.fromarray(big).save(path, compress_level=1)
+    path = tmp_path / "big.jpg"
+    big = np.full((9000, 10000), 255, np.uint8)  # 90 megapixels: beyond Pillow's bomb warning (89 M); a JPEG
+    big[3000:6000, 4000:6000] = 0  # decodes at 1/8 of that (draft)
+    Image.fromarray(big).save(path, quality=80)
     assert images.read(path).shape == (28, 28)
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
@@ -160,3 +160,22 @@ def test_an_image_in_a_folder_it_may_not_read_is_one_line(tmp_path, monkeypatch)
     monkeypatch.setattr(type(path), "stat", denied)
     with pytest.raises(UserError, match="cannot read the image"):  # then open says why
         images.read(path)
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path):
+    """A PNG of a few hundred kB may say 13000 x 13000 pixels (about 500 MB decoded, RGB): refused from its header
+    alone, in one line; a large JPEG photo decodes at its decoder's smaller scale (draft) and reads as usual."""
+    from PIL import Image, ImageDraw
+
+    big = Image.new("L", (6000, 5000), 255)
+    ImageDraw.Draw(big).line([(3000, 1000), (3000, 4000)], fill=0, width=250)
+    big.save(tmp_path / "bomb.png")
+    with pytest.raises(UserError, match=r"is 6000 x 5000 pixels, more than this reads \(25 million\)") as e:
+        images.read(tmp_path / "bomb.png")
+    assert "\n" not in str(e.value)
+    big.convert("RGB").save(tmp_path / "photo.jpg", quality=90)
+    with Image.open(tmp_path / "photo.jpg") as im:
+        images.decode_small(im, tmp_path / "photo.jpg")
+        assert max(im.size) <= 2 * images.MAX_SIDE and im.size[0] * im.size[1] < 6000 * 5000 / 4
+    digit = images.read(tmp_path / "photo.jpg")
+    assert digit.shape == (28, 28) and digit.max() == 255

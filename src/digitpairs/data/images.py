@@ -22,6 +22,7 @@ SIDE, BOX = 28, 20  # MNIST's field and the box its digits were fitted into
 BORDER = 0.05  # the outer 5% of each side (at least one pixel) is taken to be paper
 MIN_CONTRAST = 32  # ink must differ from the paper by this much (of 255), or the image holds no ink
 MAX_SIDE = 1024  # larger images are shrunk by a whole factor first (a 48-megapixel photo: by 8)
+MAX_PIXELS = 25_000_000  # decoded at most (a JPEG after its decoder's own scaling): a 1 MB PNG can say 170 million
 FLOOR = 0.1  # after stretching, what is below this fraction of the ink's peak is paper texture or noise: set to 0
 
 
@@ -37,10 +38,13 @@ def read(path: Path) -> torch.Tensor:
         raise UserError(f"cannot read the image {str(path)!r} (not a plain file): give a PNG or JPEG file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a big photo: read, then shrunk
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, before decoding
             with Image.open(path, formats=["PNG", "JPEG"]) as im:  # the formats promised; no others
+                decode_small(im, path)
                 im.load()
                 gray = grayscale(ImageOps.exif_transpose(im))
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - whatever a decoder raises on a user's file, it is one line
         why = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else reason(e)
         raise UserError(f"cannot read the image {path} ({why}): give a PNG or JPEG file") from None
@@ -48,6 +52,18 @@ def read(path: Path) -> torch.Tensor:
     if ink is None:
         raise UserError(f"{path} holds no ink (a blank or uniform image): give a picture of one digit")
     return centre(fit(crop(ink)))
+
+
+def decode_small(im: Image.Image, path: Path) -> None:
+    """Before anything is decoded: a JPEG is set to decode at the smallest scale of its decoder (1/2, 1/4, 1/8)
+    that keeps MAX_SIDE pixels a side (draft mode), and an image that would still decode to more than MAX_PIXELS is
+    refused, in one line. The header alone says the size: a small file may promise a huge image."""
+    if im.format == "JPEG":
+        im.draft(im.mode, (MAX_SIDE, MAX_SIDE))
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise UserError(f"the image {path} is {w} x {h} pixels, more than this reads ({MAX_PIXELS // 10**6} million): "
+                        "give a smaller picture of the digit")
 
 
 def grayscale(im: Image.Image) -> np.ndarray:

@@ -15,8 +15,8 @@ from digitpairs.kernels import conv2d_unfold, conv_pool2x2, max_pool2x2
 class KConv2d(nn.Module):
     """K independent convolutions as one grouped convolution, each followed by a 2x2 max-pool if `pool`:
     (N, K*cin, H, W) -> (N, K*cout, H', W'), H' halved (floored) by the pool. On the CPU, a convolution from one
-    channel per member runs fused with its pool (ops.py: the same function, summed in another order); with `unfold`
-    set (the run option matmul_conv), it is one batched matmul over unfolded patches (unfold.py)."""
+    channel per member runs fused with its pool (kernels/pool.py: the same function, summed in another order); with `unfold`
+    set (the run option matmul_conv), it is one batched matmul over unfolded patches (kernels/matmul_conv.py)."""
 
     def __init__(self, k: int, cin: int, cout: int, ks: int, bias: bool = True, padding: int = 0,
                  pool: bool = False):
