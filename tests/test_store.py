@@ -187,9 +187,9 @@ def test_the_report_lists_code_versions_and_devices_and_warns_when_a_study_mixes
     run = {"package_version": "0.2.0", "code_hash": "a" * 12, "git_commit": None, "torch_version": "2.13.0",
            "device": "cpu X"}
     one = provenance_blocks([run, run | {"device": "NVIDIA H100"}])
-    assert [row[-2:] for row in one[1][2]] == [["NVIDIA H100", "1"], ["cpu X", "1"]] and len(one) == 2
+    assert [[row[-3], row[-1]] for row in one[1][2]] == [["NVIDIA H100", "1"], ["cpu X", "1"]] and len(one) == 3
     mixed = provenance_blocks([run, run | {"package_version": "0.1.0", "code_hash": None, "device": None}])
-    assert len(mixed[1][2]) == 2 and "mixes runs of 2 code versions" in mixed[-1][1]
+    assert len(mixed[1][2]) == 2 and "mixes runs of 2 code versions" in mixed[-2][1]
 
 
 def test_a_read_transaction_sees_one_state_while_another_process_stores(tmp_path):

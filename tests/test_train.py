@@ -214,3 +214,18 @@ def test_a_group_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
     other = train("siamese_ws_aux_bn_drop", cfg.replace(lr=2e-3), datas(seeds), [0, 1], seeds, groups=[2],
                   checkpoints=ckpt, on_epoch=ticks.append)  # another config: the checkpoint is not its own
     assert other[0].curves != whole[0].curves and len(other[0].curves) == cfg.epochs
+
+
+def test_each_run_records_which_operators_trained_it(monkeypatch):
+    """The compiled kernels and PyTorch's operators sum in other orders: a run says which trained it."""
+    from digitpairs.kernels import batchnorm, build, pool
+
+    m = fake_mnist()
+    data = [round_data(m, 0, 40, 40, 14)]
+    cfg = Config(size=14, n_pairs=40, n_test=40, epochs=1, batch_size=20, device="cpu")
+    (compiled,) = train("siamese_ws", cfg, data, [0], [0])
+    assert compiled.kernels == ("compiled kernels" if build.library() else "PyTorch's operators")
+    for module in (build, pool, batchnorm):
+        monkeypatch.setattr(module, "library", lambda: None)
+    (plain,) = train("siamese_ws", cfg, data, [0], [0])
+    assert plain.kernels == "PyTorch's operators"

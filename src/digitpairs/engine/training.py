@@ -28,6 +28,7 @@ from digitpairs.engine.answers import per_round
 from digitpairs.engine.checkpoint import Checkpoints
 from digitpairs.engine.evaluate import evaluate, stack
 from digitpairs.engine.steps import GraphedStep, Step, train_epoch
+from digitpairs.kernels.build import used
 from digitpairs.model import KConv2d, PairNet, create_model
 from digitpairs.model.weights import to_bytes
 from digitpairs.spec.arch import Arch
@@ -103,7 +104,7 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
     results = [r for i in sorted(done) for r in done[i]]
     wall = (time.perf_counter() - start) / len(rounds)
     for r in results:
-        r.wall_s, r.device = wall, devices.name(dev)
+        r.wall_s, r.device, r.kernels = wall, devices.name(dev), used(dev)
     return results
 
 

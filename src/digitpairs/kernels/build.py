@@ -3,11 +3,13 @@
 The C files are package data, joined in the order of PARTS into one translation unit (source()); the constants the
 Python side shares with them (LANES, MAX_KERNEL here, batchnorm.MAX_C) are read from their `#define`s (define()).
 
-They are compiled with the system's C compiler (`$CC`, else `cc`) into $DIGITPAIRS_CACHE/ops or
+They are compiled with the system's C compiler (`$CC`, split as a shell would: `CC="ccache gcc"` works; else `cc`) into $DIGITPAIRS_CACHE/ops or
 ~/.cache/digitpairs/ops, keyed by source, flags and CPU, with its SHA-256 beside it (a file that fails it is built
 again, never loaded: a truncated one would kill the process), and called through ctypes, which releases the GIL: the
 engine's threads run them at the same time. Each call is single-threaded, as the engine runs each group on one torch
-thread. Without a working compiler, library() is None and every operator takes PyTorch's path.
+thread. Without a working compiler, library() is None and every operator takes PyTorch's path: the process says
+so in one warning line (why, and that PyTorch's operators run instead, whose sums differ in the last bits), and every
+run it trains records which path trained it (used()).
 """
 
 import ctypes
@@ -17,14 +19,17 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from digitpairs.base.errors import first_line
 from digitpairs.base.procfs import cpuinfo
 
 # no -ffast-math: NaN must compare as NaN; contraction into fused multiply-adds is allowed (the sums' order is fixed)
@@ -61,11 +66,18 @@ def cache_dir() -> Path:
 
 
 def _cpu_id() -> str:
-    """What -march=native compiles for: the CPU's model and flags (a shared home may serve several machines)."""
+    """What -march=native compiles for: the CPU's model and features, so that a cache folder shared by machines of
+    several kinds (a home folder) gives each its own build: /proc/cpuinfo on Linux, sysctl's machdep.cpu and
+    hw.optional lines on macOS, else the platform's description of the processor."""
     lines = cpuinfo().splitlines()
     if lines:
         return "\n".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags", "Features"))}))
-    return platform.machine() + platform.processor()
+    try:
+        out = subprocess.run(["sysctl", "-a"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    features = sorted(ln for ln in out.splitlines() if ln.startswith(("machdep.cpu.", "hw.optional.")))
+    return "\n".join([*platform.uname(), *features])
 
 
 def _digest(path: Path) -> str:
@@ -73,20 +85,22 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _build(cc: str, flags: list[str], path: Path) -> bool:
+def _build(cc: list[str], flags: list[str], path: Path) -> str:
     """Compile source() into path and record its SHA-256 in path.sha256, each atomically: written in a temporary
-    folder beside them, then renamed (a build killed midway leaves neither name half-written)."""
+    folder beside them, then renamed (a build killed midway leaves neither name half-written). Returns "" where it
+    built, else why not (the compiler's first line of error)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, lib, sha = Path(tmp) / "ops.c", Path(tmp) / "ops.so", Path(tmp) / "ops.so.sha256"
         src.write_text(source(), encoding="utf-8")
-        done = subprocess.run([cc, *flags, str(src), "-o", str(lib)], check=False, capture_output=True, timeout=120)
+        done = subprocess.run([*cc, *flags, str(src), "-o", str(lib)], check=False, capture_output=True, text=True,
+                              timeout=BUILD_S)
         if done.returncode != 0:
-            return False
+            return f"{' '.join(cc)} failed: {first_line(Exception(done.stderr or done.returncode))}"
         sha.write_text(_digest(lib))
         os.replace(lib, path)
         os.replace(sha, f"{path}.sha256")  # after the library: a reader in between sees a mismatch and rebuilds
-    return True
+    return ""
 
 
 def _load(path: Path) -> ctypes.CDLL | None:
@@ -100,24 +114,55 @@ def _load(path: Path) -> ctypes.CDLL | None:
         return None
 
 
+BUILD_S = 120  # a compiler that takes longer is taken to hang
+
+
+def compiler() -> list[str] | None:
+    """The C compiler's command: $CC split as a shell would (CC="ccache gcc"), else cc, gcc or clang on PATH."""
+    if os.environ.get("CC", "").strip():
+        return shlex.split(os.environ["CC"])
+    found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return [found] if found else None
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels, built on first use; None where no C compiler works (PyTorch's ops then)."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    """The compiled kernels, built on first use; None where they cannot be (PyTorch's ops then), said once in a
+    warning line on stderr."""
+    lib, why = _library()
+    if lib is None:
+        print(f"digitpairs: warning: the C kernels could not be built ({why}): PyTorch's operators run instead "
+              "(the same networks, summed in another order: numbers differ in the last bits; runs record which "
+              "path trained them)", file=sys.stderr, flush=True)
+    return lib
+
+
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    cc = compiler()
     if cc is None:
-        return None
+        return None, "no C compiler: set CC, or install cc"
+    why = ""
     for flags in (FLAGS, [f for f in FLAGS if f != "-march=native"]):  # some compilers lack -march=native
-        key = hashlib.sha256("\0".join([source(), cc, *flags, _cpu_id()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join([source(), " ".join(cc), *flags, _cpu_id()]).encode()).hexdigest()[:16]
         path = cache_dir() / f"ops-{key}.so"
         lib = _load(path)  # None where the cache lacks it or holds a damaged or foreign file: built again
         if lib is not None:
-            return lib
+            return lib, ""
         try:
-            if _build(cc, flags, path):
-                return _load(path)  # None where even this fails (or dlopen gives back a foreign one loaded above)
-        except (OSError, subprocess.SubprocessError):  # an unwritable cache, a compiler that hangs
-            pass
-    return None
+            why = _build(cc, flags, path)
+            if not why:  # None where even this fails (or dlopen gives back a foreign one loaded above)
+                lib = _load(path)
+                return lib, "" if lib is not None else f"the library built in {cache_dir()} does not load"
+        except subprocess.TimeoutExpired:
+            why = f"{' '.join(cc)} took more than {BUILD_S} s"
+        except OSError as e:  # an unwritable cache, a compiler that cannot be started
+            why = f"{e.filename or cache_dir()}: {e.strerror or e}"
+    return None, why
+
+
+def used(device) -> str:
+    """Which operators train on this device: the compiled kernels (the CPU, where they built) or PyTorch's."""
+    return "compiled kernels" if device.type == "cpu" and library() is not None else "PyTorch's operators"
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:

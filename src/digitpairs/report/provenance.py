@@ -14,13 +14,18 @@ def _device(run: dict) -> str:
 def provenance_blocks(runs: list[dict]) -> list[tuple]:
     """The code versions and devices that made the runs, with a warning where a study mixes code versions."""
     count = collections.Counter((r["package_version"], r["code_hash"] or "(not recorded)", (r["git_commit"] or "")[:12],
-                                 r["torch_version"], _device(r)) for r in runs)
+                                 r["torch_version"], _device(r), r.get("kernels") or "(not recorded)") for r in runs)
     blocks = [("h2", "Code and devices"),
-              ("table", ["digitpairs", "Code hash", "Git commit", "torch", "Device", "Runs"],
+              ("table", ["digitpairs", "Code hash", "Git commit", "torch", "Device", "Operators", "Runs"],
                [[*key, str(n)] for key, n in sorted(count.items())])]
     codes = {key[:2] for key in count}
     if len(codes) > 1:
         blocks += [("p", (f"Warning: this study mixes runs of {len(codes)} code versions (digitpairs version and "
-                          "hash of its source files): a difference between variants may come from the code. Run the "
-                          "study again under a new --study name to compare runs of one code."))]
+                          "hash of the code that decides the numbers): a difference between variants may come from the "
+                          "code. Run the study again under a new --study name to compare runs of one code."))]
+    if len({r.get("kernels") for r in runs if r.get("kernels")}) > 1:
+        blocks += [("p", ("Warning: this study mixes runs trained on the compiled kernels and on PyTorch's operators, "
+                          "whose sums differ in the last bits (a machine without a working C compiler trained some)."))]
+    blocks.append(("p", ("Operators: on the CPU, the compiled C kernels of digitpairs where they built, else PyTorch's "
+                         "(kernels/build.py); on a GPU, PyTorch's.")))
     return blocks

@@ -26,6 +26,7 @@ class RunResult:
     test_correct: int = 0  # test pairs answered correctly after the last epoch
     n_test: int = 0
     device: str = ""  # the CPU's model name or the GPU's name
+    kernels: str = ""  # which operators trained it: "compiled kernels" or "PyTorch's operators" (kernels/build.py)
     norm: tuple[float, float] | None = None  # the training pairs' (mean, SD) the images were normalised with
     weights: bytes | None = field(default=None, repr=False)  # the trained PairNet's state dict (k = members), as
     #                                                            model.weights.to_bytes writes it; None: not kept

@@ -109,6 +109,7 @@ MIGRATIONS = [  # migration i (from 1) brings a store to schema version i
     lambda db: db.execute(MODELS),  # 0.2.0: the trained weights
     lambda db: db.execute(ANSWERS),  # 0.2.0: the answers on the test pairs
     _columns("claims", CLAIM_COLUMNS),  # 0.3.0: claims owned by a process's token, not by its pid
+    _columns("runs", {"kernels": "TEXT"}),  # 0.3.0: which operators trained the run (NULL: not recorded)
 ]
 VERSION = len(MIGRATIONS)
 

@@ -18,7 +18,7 @@ from digitpairs.store import answers, schema, weights
 from digitpairs.store.specs import growth_differences, merged
 
 RUN_COLUMNS = ("study", "arch", "round", "seed", "config", "test_acc", "val_acc", "n_params", "wall_s", "batch",
-               "torch_version", "package_version", *schema.RUN_COLUMNS)
+               "torch_version", "package_version", *schema.RUN_COLUMNS, "kernels")
 
 
 def files(path: Path) -> list[Path]:
@@ -186,7 +186,7 @@ class Store:
             for r in results:
                 row = (study, arch, r.round, r.seed, text, r.test_acc, r.val_acc, r.n_params, r.wall_s, r.batch,
                        code["torch_version"], code["package_version"], r.test_correct if r.n_test else None,
-                       code["code_hash"], code["git_commit"], r.device or None)
+                       code["code_hash"], code["git_commit"], r.device or None, r.kernels or None)
                 cur = self.db.execute(f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) "
                                       f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", row)
                 if cur.rowcount:
@@ -215,7 +215,7 @@ class Store:
         """Every run of the study as a dict of its columns (None for the columns that an older store lacks)."""
         cur = self.db.execute("SELECT * FROM runs WHERE study = ? ORDER BY rowid", (study,))
         cols = [d[0] for d in cur.description]
-        return [dict.fromkeys(schema.RUN_COLUMNS) | dict(zip(cols, row)) | {"config": json.loads(row[cols.index("config")])}
+        return [dict.fromkeys(RUN_COLUMNS) | dict(zip(cols, row)) | {"config": json.loads(row[cols.index("config")])}
                 for row in cur]
 
     def curves(self, study: str) -> list[dict]:
