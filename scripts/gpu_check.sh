@@ -22,7 +22,7 @@ TIMEFORMAT="%R s"
 
 { nvidia-smi -L; lscpu | grep "Model name"; "$py" -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU seen by torch')"; } > "$out/machine.txt" 2>&1
-timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_cli.py -k "cuda or graphs or device" \
+timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/engine/test_device.py tests/cli/test_cli.py -k "cuda or graphs or device" \
   > "$tmp/tests.txt" 2>&1
 tail -4 "$tmp/tests.txt" >> "$out/machine.txt"
 cat "$out/machine.txt"

@@ -1,8 +1,7 @@
 import csv
 
 import pytest
-
-from conftest import run_cli
+from tests.support import run_cli
 
 
 def numbers(table):

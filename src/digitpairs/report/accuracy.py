@@ -3,7 +3,7 @@
 import csv
 from pathlib import Path
 
-from digitpairs.report.figures import plot_rounds
+from digitpairs.report.figures import colours, plot_rounds
 from digitpairs.report.render import Column, csv_rows, render_md, table
 from digitpairs.report.wording import number
 
@@ -45,7 +45,7 @@ def accuracy_table(spec: dict, rows: list[dict], out: Path) -> tuple:
 
 def rounds_blocks(rows: list[dict], out: Path) -> list[tuple]:
     """The accuracy table as a picture: every round's accuracy, the mean and its interval, the report's figure."""
-    plot_rounds(rows, out / "rounds.png")
+    plot_rounds(rows, out / "rounds.png", colours(rows))
     return [("img", "rounds.png", "test accuracy of every round"),
             ("p", ("Each dot is one round's test accuracy; the black bar spans the 95% t-interval of the mean (the "
                    "tick); a red cross marks the report's figure, where the report has one."))]

@@ -3,25 +3,38 @@ pyplot, so drawing them never changes matplotlib's backend (a notebook that impo
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 
-def plot_curves(curves: list[dict], rows: list[dict], path: Path, title: str) -> None:
-    """Two panels: training L_cmp and test accuracy per epoch; mean over rounds with a +-SD band."""
+def colours(rows: list[dict]) -> dict[str, str]:
+    """One colour per variant of a study, by its place in the study, the same in every figure of its report."""
+    palette = [f"C{i}" for i in range(10)] if len(rows) <= 10 else [matplotlib.colormaps["tab20"](i % 20)
+                                                                      for i in range(len(rows))]
+    return {row["arch"]: palette[i % len(palette)] for i, row in enumerate(rows)}
+
+
+def plot_curves(curves: list[dict], rows: list[dict], path: Path, title: str, colour: dict[str, str]) -> None:
+    """Two panels: training L_cmp and test accuracy per epoch; mean over rounds with a +-SD band. A variant that
+    does not train on L_cmp (objective "digits") has its L_cmp drawn dashed, as measured, not trained on."""
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
     for row in rows:
         mine = [c for c in curves if c["arch"] == row["arch"]]
         epochs = sorted({c["epoch"] for c in mine})
+        untrained = row.get("objective") == "digits"
         for ax, key in zip(axes, ("train_cmp", "test_acc")):
             vals = [[c[key] for c in mine if c["epoch"] == e] for e in epochs]
             mean = np.array([np.mean(v) for v in vals])
             sd = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals])
-            line, = ax.plot(epochs, mean, label=row["label"])
+            dashed = untrained and key == "train_cmp"
+            label = row["label"] + (" (L_cmp measured, not trained on)" if dashed else "")
+            ax.plot(epochs, mean, label=label, color=colour[row["arch"]], ls="--" if dashed else "-")
             top = 1 if key == "test_acc" else np.inf  # the band within what the values can be
-            ax.fill_between(epochs, np.maximum(mean - sd, 0), np.minimum(mean + sd, top), color=line.get_color(),
+            ax.fill_between(epochs, np.maximum(mean - sd, 0), np.minimum(mean + sd, top), color=colour[row["arch"]],
                             alpha=0.2, lw=0)
+    axes[0].legend(loc="upper right", fontsize=7)
     axes[0].set(title="Training loss L_cmp (without the auxiliary term)", xlabel="epoch", ylabel="BCE")
     axes[1].set(title="Test accuracy", xlabel="epoch", ylabel="accuracy")
     for ax in axes:
@@ -54,7 +67,7 @@ def plot_sweep(key: str, group: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_rounds(rows: list[dict], path: Path) -> None:
+def plot_rounds(rows: list[dict], path: Path, colour: dict[str, str]) -> None:
     """The accuracy table as a picture, one line per variant: each round's test accuracy as a dot, the mean with its
     95% interval, and the report's figure as a marker."""
     n = len(rows)
@@ -63,7 +76,7 @@ def plot_rounds(rows: list[dict], path: Path) -> None:
     for y, row in enumerate(rows):
         accs = [row["accs"][r] for r in sorted(row["accs"])]
         jitter = np.linspace(-0.15, 0.15, len(accs)) if len(accs) > 1 else [0.0]  # rounds apart, in round order
-        ax.scatter(accs, y + np.asarray(jitter), s=14, color="tab:blue", alpha=0.6, lw=0,
+        ax.scatter(accs, y + np.asarray(jitter), s=14, color=colour[row["arch"]], alpha=0.6, lw=0,
                    label="a round" if y == 0 else None)
         if row["ci_low"] is not None and not np.isnan(row["ci_low"]):
             ax.hlines(y, row["ci_low"], row["ci_high"], color="black", lw=1.5,

@@ -3,6 +3,7 @@ HTML page, so that report.md and report.html always say the same thing."""
 
 import base64
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,21 +51,26 @@ def render_md(blocks: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def inline(text) -> str:
+    """Text for HTML: escaped, and what Markdown writes between backticks (a variant's name) as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
+
+
 def render_html(blocks: list[tuple], out: Path) -> str:
-    """One self-contained page: the figures are embedded as data URIs."""
-    esc = html.escape
+    """One self-contained page: the figures are embedded as data URIs; `names` are code, as Markdown shows them."""
+    esc, text = html.escape, inline
     parts = []
     for kind, *rest in blocks:
         if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{esc(rest[0])}</{kind}>")
+            parts.append(f"<{kind}>{text(rest[0])}</{kind}>")
         elif kind == "p":
-            parts.append(f"<p>{esc(rest[0])}</p>")
+            parts.append(f"<p>{text(rest[0])}</p>")
         elif kind == "li":
-            parts.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in rest[0]) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{text(i)}</li>" for i in rest[0]) + "</ul>")
         elif kind == "table":
             head, rows = rest
             parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
-                         + "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+                         + "".join("<tr>" + "".join(f"<td>{text(c)}</td>" for c in row) + "</tr>" for row in rows)
                          + "</tbody></table>")
         elif kind == "img":
             data = base64.b64encode((out / rest[0]).read_bytes()).decode()
@@ -73,6 +79,6 @@ def render_html(blocks: list[tuple], out: Path) -> str:
             parts.append(f"<details><summary>config</summary><pre>{esc(rest[0])}</pre></details>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}table{border-collapse:"
              "collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}td:first-child,"
-             "th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}img{max-width:100%}")
+             "th:first-child,td:nth-child(2),th:nth-child(2){text-align:left}img{max-width:100%}code{font-size:90%}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>digitpairs report</title><style>{style}</style>"
             f"</head><body>{''.join(parts)}</body></html>\n")

@@ -5,18 +5,16 @@ report.html always say the same thing; figures.py draws the figures, and each se
 """
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from digitpairs.analysis.compare import compare, summarise
 from digitpairs.base.errors import UserError
 from digitpairs.base.files import writable_dir
-from digitpairs.report import answers, claims, sweeps
+from digitpairs.report import answers, claims, folder, sweeps
 from digitpairs.report.accuracy import accuracy_table, rounds_blocks
 from digitpairs.report.comparisons import comparison_blocks
-from digitpairs.report.figures import plot_curves
+from digitpairs.report.figures import colours, plot_curves
 from digitpairs.report.provenance import provenance_blocks
 from digitpairs.report.render import render_html, render_md
 from digitpairs.store import Store
@@ -28,11 +26,15 @@ def figure_blocks(store: Store, study: str, rows: list[dict], runs: list[dict], 
     curves = store.curves(study)
     blocks = []
     if steps:
-        plot_curves(curves, steps, out / "figure2.png", "Figure 2: the ablation steps")
+        plot_curves(curves, steps, out / "figure2.png", "Figure 2: the ablation steps", colours(rows))
         blocks += [("h2", "Figure 2: training L_cmp and test accuracy per epoch (mean +- SD over rounds)"),
                    ("img", "figure2.png", "Figure 2")]
-    plot_curves(curves, rows, out / "curves.png", "All variants")
+    plot_curves(curves, rows, out / "curves.png", "All variants", colours(rows))
     blocks += [("h2", "Training curves of every variant"), ("img", "curves.png", "curves")]
+    measured = [row["label"] for row in rows if row["objective"] == "digits"]
+    if measured:
+        blocks.append(("p", (f"{', '.join(measured)} train on the digit loss alone: their L_cmp (dashed) is measured on "
+                             "the training pairs, not trained on. Each variant has one colour in every figure.")))
     tta = {r["arch"] for r in runs if r["config"].get("config", {}).get("tta", 1) > 1}
     views = [row["label"] for row in rows if row["arch"] in tta]
     if views:  # train.py: the test-time views cost, so only the final evaluation takes them
@@ -79,18 +81,16 @@ def write_report(store: Store, study: str | None, out: Path) -> Path:
     study = study or studies[-1]
     store.study_config(study)  # an unknown study is refused before any folder is made
     out = output_dir(out)
-    # built in a folder of this process's own, then each file renamed into place: two processes that finish one
-    # shared study at once each write a whole report, and a reader never sees a half-written file
-    work = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    work = folder.staging(out)  # built in a folder of this process's own, then put in place as a whole
     try:
         with store.reading():  # the runs, curves and answers of one moment
             blocks = blocks_for(study, store, work)
         (work / "report.md").write_text(render_md(blocks))
         (work / "report.html").write_text(render_html(blocks, work))
-        for f in sorted(work.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        raise
+    folder.replace(out, work)
     return out / "report.md"
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.support import assert_study_refused, write_study
 
-from conftest import assert_study_refused, write_study
 from digitpairs import UserError
 from digitpairs.data.pairs import target_of
 from digitpairs.engine.steps import losses

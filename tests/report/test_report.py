@@ -4,8 +4,8 @@ import subprocess
 import numpy as np
 import pytest
 from scipy import stats
+from tests.support import SPEC, fake_mnist, fill, run_cli
 
-from conftest import fake_mnist, run_cli
 from digitpairs.analysis import answers as analysis_answers
 from digitpairs.analysis.compare import compare, summarise
 from digitpairs.data.pairs import round_for
@@ -15,20 +15,6 @@ from digitpairs.runner.driver import run_config
 from digitpairs.spec import studyfile
 from digitpairs.spec.records import RunResult
 from digitpairs.store import Store, answers
-
-SPEC = {"rounds": 3, "select": None, "variants": [
-    {"name": n, "base": n, "sweep": {}, "config": {}, "arch": {"label": n.upper(), "head": "mlp", "report": None}}
-    for n in ("a", "b")]}
-
-
-def fill(store, accs: dict[str, list[float]]):
-    store.ensure_study("st", SPEC)
-    for name, values in accs.items():
-        store.add_runs("st", name, {}, [
-            RunResult(r, r, acc, None, 10, 1.0, 1,
-                      [{"epoch": 1, "train_cmp": 0.5, "train_loss": 0.5, "val_acc": None, "test_acc": acc}])
-            for r, acc in enumerate(values) if acc is not None])
-
 
 TINY = """
 name = "tiny"
@@ -207,3 +193,29 @@ def test_the_device_column_names_the_gpu_options_that_were_on():
     rows = provenance_blocks(runs)[1][2]
     assert sorted(r[4] for r in rows) == ["(not recorded)", "NVIDIA H200",
                                           "NVIDIA H200, CUDA graphs, matmul convolutions"]
+
+
+def test_a_report_folder_is_replaced_as_a_whole(tmp_path):
+    """The files of an earlier report that the new one lacks (here a sweep's figure) go; a folder of the user's
+    (`--out .`) keeps the user's files; nothing is left of the folders the report was built in."""
+    from digitpairs.report.folder import MANIFEST
+
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91, 0.92], "b": [0.95, 0.97, 0.96]})
+    out = tmp_path / "st"
+    write_report(store, "st", out)
+    first = {p.name for p in out.iterdir()}
+    assert {"report.md", "table.csv", MANIFEST} <= first
+    (out / "sweep_alpha.png").write_bytes(b"an earlier report's figure")
+    (out / MANIFEST).write_text((out / MANIFEST).read_text() + "sweep_alpha.png\n")
+    write_report(store, "st", out)
+    assert {p.name for p in out.iterdir()} == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite", "s.sqlite-shm", "s.sqlite-wal", "st"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    (mine / "sweep_alpha.png").write_bytes(b"an earlier report's figure")
+    (mine / MANIFEST).write_text("sweep_alpha.png\n")
+    write_report(store, "st", mine)
+    assert {p.name for p in mine.iterdir()} == first | {"notes.txt"} and (mine / "notes.txt").read_text() == "the user's"
+    store.close()

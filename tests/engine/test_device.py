@@ -3,8 +3,8 @@ CI on the CPU."""
 
 import pytest
 import torch
+from tests.support import fake_mnist, run_cli
 
-from conftest import fake_mnist, run_cli
 from digitpairs import UserError, device
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import group_rounds, train

@@ -3,37 +3,25 @@ fresh store, kill -9 of the driver. Nothing hangs, nothing is lost, no process i
 
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+from tests.support import LOGGED, gone, interrupt, start
 
 from digitpairs.base.procfs import descendants
 
 pytestmark = pytest.mark.slow
 RUNS = 30  # 2 variants x 15 rounds; at 28x28 a group is 3 rounds and so is a unit: 10 units
-LOGGED = re.compile(r"^(\S+)\s+round\s+(\d+)\s+test acc")
 
 
 def command(tmp_path, data_dir, name: str, workers: int) -> list[str]:
     return [sys.executable, "-m", "digitpairs", "reproduce", "--quick", "--archs", "siamese_ws,siamese_ws_aux_bn",
             "--rounds", "15", "--epochs", "3", "--batch-rounds", "3", "--workers", str(workers),
             "--store", str(tmp_path / f"{name}.sqlite"), "--out", str(tmp_path / name), "--data-dir", str(data_dir)]
-
-
-def start(cmd) -> subprocess.Popen:
-    """A study in its own process group, as a terminal starts a command (Ctrl-C's SIGINT at its default, even where
-    the tests run as a background job, which ignores it); stdout unbuffered, read line by line."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # an ignored signal stays ignored across exec, a handled
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # one starts at its default
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
 
 
 def table(store) -> dict:
@@ -60,18 +48,6 @@ def stored_runs(store) -> int:
         return 0
 
 
-def gone(pids) -> bool:
-    """Whether none of these processes runs (a zombie waiting for its reaper has ended)."""
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    return False
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return True
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, real_data_dir):
     """The table of the study run once, uninterrupted, by one process."""
@@ -82,37 +58,6 @@ def uninterrupted(tmp_path_factory, real_data_dir):
     out = table(tmp / "one.sqlite")
     assert out["counts"] == (RUNS, RUNS)
     return out
-
-
-def interrupt(proc, sig, code, pause: float = 0.0, least: int = 0, settle: float = 0.5) -> set[tuple[str, int]]:
-    """Once the command has logged a finished run (and `pause` s more), send it `sig` as a terminal sends Ctrl-C: to
-    its whole process group. It must end within 5 s with `code` and a last line saying how to resume, no traceback,
-    and none of the (at least `least`) processes below it left. Returns the runs it logged as finished."""
-    lines, errors = [], []
-    readers = [threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True),
-               threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)]
-    for r in readers:
-        r.start()
-    deadline = time.monotonic() + 240
-    while not any(LOGGED.match(x) for x in list(lines)) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(pause)
-    assert proc.poll() is None, "the study ended before the interrupt: " + "".join(errors)[-2000:]
-    ours = descendants(proc.pid)
-    assert len(ours) >= least
-    sent = time.monotonic()
-    os.killpg(proc.pid, sig)
-    proc.wait(timeout=60)
-    took = time.monotonic() - sent
-    for r in readers:
-        r.join(timeout=5)
-    err = "".join(errors)
-    assert proc.returncode == code, err[-2000:]
-    assert took < 5, f"the command took {took:.1f} s to end"
-    assert "Traceback" not in err and "run the same command to resume" in err.strip().splitlines()[-1]
-    time.sleep(settle)
-    assert gone(ours), f"processes left: {ours}"
-    return {(m[1], int(m[2])) for m in map(LOGGED.match, lines) if m}
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])

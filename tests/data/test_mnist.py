@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_idx
+from tests.support import write_idx
 from digitpairs import UserError
 from digitpairs.data import mnist
 

@@ -1,8 +1,7 @@
-from conftest import run_cli
+from tests.support import run_cli
 
 PLUGIN = '''
-from digitpairs.spec.arch import Arch
-from digitpairs.spec.registry import register_arch
+from digitpairs import Arch, register_arch
 
 
 @register_arch

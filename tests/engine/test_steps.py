@@ -4,9 +4,9 @@ replays; test_device.py runs it captured where a GPU is."""
 
 import pytest
 import torch
+from tests.support import fake_mnist, run_cli
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import fake_mnist, run_cli
 from digitpairs import UserError
 from digitpairs.data.pairs import round_data
 from digitpairs.engine import steps

@@ -1,6 +1,6 @@
 import torch
 
-from conftest import fake_mnist
+from tests.support import fake_mnist
 from digitpairs.data.pairs import round_data, swap, target_of
 
 

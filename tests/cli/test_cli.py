@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
+from tests.support import run_cli
 
-from conftest import run_cli
 from digitpairs.spec.records import RunResult
 from digitpairs.store import Store
 
@@ -337,7 +337,7 @@ def test_control_characters_in_a_path_stay_on_one_line(tmp_path, populated_store
 
 def test_the_report_goes_beside_its_store(tmp_path):
     """Two stores in two folders: each one's report lands beside it, never over the other's runs/NAME."""
-    from test_report import fill
+    from tests.support import fill
 
     work, path = tmp_path / "elsewhere", tmp_path / "a" / "s.sqlite"
     work.mkdir()

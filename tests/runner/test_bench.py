@@ -1,7 +1,7 @@
 import pytest
 import torch
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs import UserError
 from digitpairs.data.pairs import round_data
 from digitpairs.model import create_model

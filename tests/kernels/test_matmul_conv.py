@@ -4,8 +4,8 @@ training without it, to rounding."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import train
 from digitpairs.kernels.matmul_conv import conv2d_unfold

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs import UserError
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.evaluate import evaluate

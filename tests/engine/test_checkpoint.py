@@ -5,8 +5,8 @@ import copy
 
 import pytest
 import torch
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.checkpoint import Checkpoints, _read, _state, _write
 from digitpairs.engine.training import build, train

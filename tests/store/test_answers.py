@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs.analysis import answers as analysis_answers
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import train

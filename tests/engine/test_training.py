@@ -1,6 +1,6 @@
 import torch
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs.data.pairs import round_data, sub_seed
 from digitpairs.engine.training import train
 from digitpairs.model import create_model

@@ -15,8 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from conftest import run_cli
+from tests.support import run_cli
 
 pytest.importorskip("ray", reason="Ray is not installed here (the extra digitpairs[ray])")
 
@@ -169,7 +168,7 @@ def test_a_task_that_no_node_can_hold_is_refused_before_submission(tmp_path, rea
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_ends_a_ray_study_within_5_s_and_its_ray_instance_with_it(tmp_path, real_data_dir, sig, code):
-    from test_faults import interrupt, start
+    from tests.support import interrupt, start
 
     proc = start([sys.executable, "-m", "digitpairs", "reproduce", "--quick", "--archs",
                   "siamese_ws,siamese_ws_aux_bn", "--rounds", "15", "--epochs", "3", "--batch-rounds", "3",

@@ -8,8 +8,8 @@ import statistics
 import numpy as np
 import pytest
 from PIL import Image
+from tests.support import fake_mnist
 
-from conftest import fake_mnist
 from digitpairs import UserError
 from digitpairs.cli import main as cli
 from digitpairs.cli import predict

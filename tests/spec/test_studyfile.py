@@ -1,6 +1,6 @@
 import pytest
+from tests.support import assert_study_refused, run_cli, write_study
 
-from conftest import assert_study_refused, run_cli, write_study
 from digitpairs import UserError
 from digitpairs.spec import studyfile
 
@@ -167,7 +167,7 @@ def test_the_readme_example_study_loads(tmp_path):
     """The study file the README shows is a valid study, whose claim names two of its variants."""
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     text = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     s = studyfile.load(write_study(tmp_path, text))
     names = [v.name for v in s.variants]
