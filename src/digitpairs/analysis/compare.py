@@ -5,7 +5,7 @@ import itertools
 import statistics
 from fractions import Fraction
 
-from digitpairs.analysis.stats import holm, mean_ci, paired_t, wilcoxon
+from digitpairs.analysis.stats import detectable, holm, mean_ci, paired_t, wilcoxon
 from digitpairs.spec.arch import objective_of
 from digitpairs.spec.config import Config
 
@@ -43,26 +43,31 @@ def summarise(spec: dict, runs: list[dict]) -> list[dict]:
     return rows
 
 
-def compare(rows: list[dict], rounds: int) -> list[dict]:
-    """Paired comparisons of every two variants over the rounds (rounds share data), Holm-corrected."""
+def compare(rows: list[dict], rounds: int, left_out: frozenset = frozenset()) -> list[dict]:
+    """Paired comparisons of every two variants over the rounds (rounds share data), Holm-corrected over all of
+    them (exploratory: the study file's claims are a family of their own, analysis/claims.py). left_out: (variant,
+    round) pairs to leave out, each taking its round out of that variant's comparisons (the sensitivity to rounds
+    flagged as failed, analysis/diagnose.py)."""
     out = []
     for a, b in itertools.combinations(rows, 2):
         if a["missing"] or b["missing"]:
             gaps = "; ".join(f"{r['label']} lacks round(s) {r['missing']}" for r in (a, b) if r["missing"])
             out.append({"a": a, "b": b, "skip": f"not compared: {gaps}"})
             continue
-        if rounds < 2:
+        paired = [r for r in range(rounds) if (a["arch"], r) not in left_out and (b["arch"], r) not in left_out]
+        if len(paired) < 2:
             out.append({"a": a, "b": b, "skip": "not compared: a paired test needs 2 rounds or more"})
             continue
         # each round's difference from the counts, (count_a - count_b) / n_test: the same count, the same number
-        exact = [Fraction(*a["correct"][r]) - Fraction(*b["correct"][r]) for r in range(rounds)]
+        exact = [Fraction(*a["correct"][r]) - Fraction(*b["correct"][r]) for r in paired]
         if sum(exact) < 0:  # state every comparison as better minus worse
             a, b, exact = b, a, [-d for d in exact]
         diffs = [float(d) for d in exact]
-        mean, _, lo, hi = mean_ci(diffs, bounds=(-1, 1))
+        mean, sd, lo, hi = mean_ci(diffs, bounds=(-1, 1))
         p_w, method = wilcoxon(diffs)
         out.append({"a": a, "b": b, "diff": mean, "lo": lo, "hi": hi, "wins": sum(d > 0 for d in diffs),
-                    "n": len(diffs), "p_t": paired_t(diffs), "p_w": p_w, "w_method": method})
+                    "n": len(diffs), "p_t": paired_t(diffs), "p_w": p_w, "w_method": method, "sd": sd,
+                    "detectable": detectable(sd, len(diffs)), "rounds": paired})
     done = [c for c in out if "skip" not in c]
     for key in ("p_t", "p_w"):
         for c, adj in zip(done, holm([c[key] for c in done])):

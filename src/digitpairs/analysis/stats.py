@@ -68,3 +68,13 @@ def holm(pvalues: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+def detectable(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest mean difference a two-sided paired t-test at level alpha detects with this power, from n
+    differences of SD sd (the normal approximation's form with t quantiles): (t_{1-alpha/2} + t_{power}) sd / sqrt(n);
+    nan for fewer than 2. "Not confirmed" then reads as too few rounds (the difference is below it) or no effect
+    this large."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    return (float(stats.t.ppf(1 - alpha / 2, n - 1)) + float(stats.t.ppf(power, n - 1))) * sd / math.sqrt(n)

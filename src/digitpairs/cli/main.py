@@ -19,6 +19,7 @@ from digitpairs.cli.parser import build_parser
 COMMANDS = {  # command -> (module, function)
     "data": ("digitpairs.cli.store_commands", "cmd_data"),
     "report": ("digitpairs.cli.store_commands", "cmd_report"),
+    "verify": ("digitpairs.cli.store_commands", "cmd_verify"),
     "export": ("digitpairs.cli.store_commands", "cmd_export"),
     "list": ("digitpairs.cli.engine_commands", "cmd_list"),
     "bench": ("digitpairs.cli.engine_commands", "cmd_bench"),

@@ -5,12 +5,13 @@ import argparse
 import os
 from pathlib import Path
 
+from digitpairs.analysis.diagnose import DEFAULT as DIAGNOSIS
 from digitpairs.base.errors import UserError, printable
 from digitpairs.spec.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
 from digitpairs.spec.names import check_name
 from digitpairs.spec.studyfile import shipped_names
 
-DESCRIPTION = "The digitpairs command: data fetch, list, reproduce, run, bench, report, export, predict."
+DESCRIPTION = "The digitpairs command: data fetch, list, reproduce, run, bench, report, verify, export, predict."
 
 DEFAULT_STORE = Path("runs/digitpairs.sqlite")
 
@@ -46,6 +47,17 @@ def positive_int(text: str, most: int | None = None) -> int:
 def at_most(most: int):
     """positive_int with an upper bound, as an argparse type."""
     return lambda text: positive_int(text, most)
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
+    return value
 
 
 def path(text: str) -> Path:
@@ -138,6 +150,20 @@ def build_parser() -> Parser:
     rpt.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
     rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
     rpt.add_argument("--out", type=path, default=None, help="report folder (default: STUDY beside the store)")
+    ver = sub.add_parser("verify", help="did the study reproduce the report? a verdict per variant and claim",
+                         epilog="Exit status: 0 when no claim of the study file is contradicted and no variant is "
+                                "below the report's figure; 1 otherwise (a CI job can hold a reproduction with it); "
+                                "2 for bad input.")
+    ver.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    ver.add_argument("--study", default=None, help="study name (default: the newest in the store)")
+    ver.add_argument("--json", action="store_true", help="the scorecard as JSON on standard output")
+    for p in (rpt, ver):
+        p.add_argument("--chance-margin", type=fraction, default=DIAGNOSIS.chance_margin,
+                       help="a round whose test accuracy is at most this above always giving the commoner answer is "
+                            f"flagged as failed (default: {DIAGNOSIS.chance_margin})")
+        p.add_argument("--min-loss-drop", type=fraction, default=DIAGNOSIS.min_loss_drop,
+                       help="a round whose training loss fell by less than this share from the first epoch to the "
+                            f"last is flagged as failed (default: {DIAGNOSIS.min_loss_drop})")
     exp = sub.add_parser("export", help="export the store to another tool")
     exp_sub = exp.add_subparsers(dest="export_command", required=True, parser_class=Parser)
     ml = exp_sub.add_parser("mlflow", help="every run as an MLflow run (needs digitpairs[mlflow])")
@@ -146,7 +172,7 @@ def build_parser() -> Parser:
                     help="MLflow tracking URI (default: sqlite:///STORE_FOLDER/mlflow.db, artifacts beside it)")
     ml.add_argument("--study", action="append", default=None, help="a study to export (default: all); repeatable")
     pred = add_predict(sub, DEFAULT_STORE, path)
-    for p in (ls, rep, run, bench, rpt, ml, pred):
+    for p in (ls, rep, run, bench, rpt, ver, ml, pred):
         p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                        help="import a module (name or .py path) that registers more architectures; repeatable")
     return parser

@@ -58,6 +58,7 @@ COMPARISON = [  # the paired comparisons' table (rows: report.compare's)
     Column("Wilcoxon p (Holm)", lambda c: "" if "skip" in c else p_cell(c["p_w_holm"])),
     Column("Wilcoxon method", lambda c: "" if "skip" in c else WILCOXON_METHODS[c["w_method"]]),
     Column("Rounds won", lambda c: c["skip"] if "skip" in c else f"{c['wins']}/{c['n']}"),
+    Column("Detectable (points, 80% power)", lambda c: _points(c, "detectable")),
 ]
 
 
@@ -65,12 +66,14 @@ def comparison_blocks(rows: list[dict], comps: list[dict]) -> list[tuple]:
     """The paired comparisons as a table and in words, and the variants beyond the report against its best."""
     if not comps:
         return []
-    blocks = [("h2", "Paired comparisons"), table(COMPARISON, comps),
+    blocks = [("h2", "Paired comparisons (exploratory)"), table(COMPARISON, comps),
               ("p", ("Differences are per round (rounds share their pairs), better minus worse, in percentage "
                      "points, from the counts of correct test pairs, with the t-interval of their mean (one "
                      "comparison's 95%, not adjusted for the others); p-values (scipy.stats) are Holm-corrected "
-                     f"over all {len(comps)} comparisons, so a p above 0.05 may stand beside an interval that "
-                     "excludes 0. Wilcoxon signed-rank: exact where a comparison's "
+                     f"over these {len(comps)} comparisons, an exploratory family of every pair (the study file's "
+                     "claims are judged as a family of their own, below), so a p above 0.05 may stand beside an "
+                     "interval that excludes 0. Detectable: the smallest difference the rounds detect with 80% "
+                     "power (two-sided 5%, from the paired SD). Wilcoxon signed-rank: exact where a comparison's "
                      "differences have no ties and no zeros; otherwise scipy's default, all sign flips for up "
                      "to 13 rounds, else the normal approximation, zero differences dropped.")),
               ("li", [words(c) for c in comps])]

@@ -133,3 +133,30 @@ def plot_gallery(pairs: list[dict], title: str, path: Path) -> None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_failed(curves: list[dict], failed: list[dict], path: Path, colour: dict[str, str]) -> None:
+    """The flagged rounds' training loss and test accuracy per epoch (dashed), each beside the mean of its
+    variant's other rounds (solid), in the variant's colour."""
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    bad = {(f["variant"], f["round"]) for f in failed}
+    for variant in dict.fromkeys(f["variant"] for f in failed):
+        mine = [c for c in curves if c["arch"] == variant]
+        epochs = sorted({c["epoch"] for c in mine})
+        for ax, key in zip(axes, ("train_loss", "test_acc")):
+            others = [[c[key] for c in mine if c["epoch"] == e and (variant, c["round"]) not in bad] for e in epochs]
+            if all(others):
+                ax.plot(epochs, [np.mean(v) for v in others], color=colour[variant], label=f"{variant}: other rounds")
+            for f in (f for f in failed if f["variant"] == variant):
+                run = sorted((c for c in mine if c["round"] == f["round"]), key=lambda c: c["epoch"])
+                ax.plot([c["epoch"] for c in run], [c[key] for c in run], color=colour[variant], ls="--",
+                        label=f"{variant}: round {f['round']}")
+    axes[0].set(title="Training loss (the objective)", xlabel="epoch")
+    axes[1].set(title="Test accuracy", xlabel="epoch")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Failed rounds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -11,6 +11,13 @@ def _device(run: dict) -> str:
     return ", ".join([run["device"] or "(not recorded)", *options])
 
 
+def provenance(runs: list[dict]) -> list[dict]:
+    """The code versions, devices and operators behind the runs, each with its count of runs (report.json)."""
+    keys = ("package_version", "code_hash", "git_commit", "torch_version", "device", "kernels")
+    count = collections.Counter(tuple(r.get(k) for k in keys) for r in runs)
+    return [dict(zip(keys, key)) | {"runs": n} for key, n in sorted(count.items(), key=str)]
+
+
 def provenance_blocks(runs: list[dict]) -> list[tuple]:
     """The code versions and devices that made the runs, with a warning where a study mixes code versions."""
     count = collections.Counter((r["package_version"], r["code_hash"] or "(not recorded)", (r["git_commit"] or "")[:12],

@@ -8,15 +8,18 @@ import json
 import shutil
 from pathlib import Path
 
-from digitpairs.analysis.compare import compare, summarise
+from digitpairs.analysis.diagnose import DEFAULT, Diagnosis
+from digitpairs.analysis.verify import scorecard
 from digitpairs.base.errors import UserError
 from digitpairs.base.files import writable_dir
 from digitpairs.report import answers, claims, folder, sweeps
 from digitpairs.report.accuracy import accuracy_table, rounds_blocks
 from digitpairs.report.comparisons import comparison_blocks
 from digitpairs.report.figures import colours, plot_curves
-from digitpairs.report.provenance import provenance_blocks
+from digitpairs.report.provenance import provenance, provenance_blocks
 from digitpairs.report.render import render_html, render_md
+from digitpairs.report.scorecard import blocks as scorecard_blocks
+from digitpairs.report.scorecard import to_json
 from digitpairs.store import Store
 
 
@@ -43,17 +46,23 @@ def figure_blocks(store: Store, study: str, rows: list[dict], runs: list[dict], 
     return blocks
 
 
-def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
-    """Compute every table and figure of the study (figures are written to out); return the report's blocks."""
+def blocks_for(study: str, store: Store, out: Path, setting: Diagnosis = DEFAULT) -> list[tuple]:
+    """Compute every table and figure of the study (figures and report.json are written to out); return the
+    report's blocks."""
     spec, runs = store.study_config(study), store.runs(study)
     if not runs:
         raise UserError(f"study {study!r} in {store.path} has no finished run yet: run it first")
-    rows = summarise(spec, runs)
-    comps = compare(rows, spec["rounds"])
+    found = store.answers(study)
+    card = scorecard(spec, runs, store.curves(study), found, setting)
+    rows, comps = card["rows"], card["comparisons"]
+    for row in rows:  # the failed rounds, flagged in the table
+        row["flagged"] = " ".join(str(f["round"]) for f in card["failed"] if f["variant"] == row["arch"])
+    (out / "report.json").write_text(to_json(study, card, provenance(runs)))
     meta = runs[0]
     blocks = [("h1", f"digitpairs study `{study}`"),
               ("p", (f"{len(runs)} runs of {len(rows)} variants over {spec['rounds']} rounds, store `{store.path}`, "
                      f"digitpairs {meta['package_version']}, torch {meta['torch_version']}.")),
+              *scorecard_blocks(card, store.curves(study), colours(rows), out),
               ("h2", "Test accuracy over rounds"), accuracy_table(spec, rows, out),
               ("p", ("Each round draws fresh pairs and a fresh initialisation from its seed (base seed + round); "
                      "within a round every variant trains on the same pairs. SD: sample standard deviation over "
@@ -65,7 +74,7 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
     blocks += rounds_blocks(rows, out)
     blocks += comparison_blocks(rows, comps)
     blocks += claims.blocks(spec.get("claims"), rows, comps, set(unrun))
-    blocks += answers.blocks(rows, store.answers(study), out, spec.get("model"))
+    blocks += answers.blocks(rows, found, out, spec.get("model"))
     blocks += figure_blocks(store, study, rows, runs, out)
     blocks += sweeps.blocks(spec, rows, out)
     blocks += provenance_blocks(runs)
@@ -73,7 +82,7 @@ def blocks_for(study: str, store: Store, out: Path) -> list[tuple]:
     return blocks
 
 
-def write_report(store: Store, study: str | None, out: Path) -> Path:
+def write_report(store: Store, study: str | None, out: Path, setting: Diagnosis = DEFAULT) -> Path:
     """Write the tables, figures, report.md and report.html of the study (default: the newest); return report.md."""
     studies = store.studies()
     if not studies:
@@ -84,7 +93,7 @@ def write_report(store: Store, study: str | None, out: Path) -> Path:
     work = folder.staging(out)  # built in a folder of this process's own, then put in place as a whole
     try:
         with store.reading():  # the runs, curves and answers of one moment
-            blocks = blocks_for(study, store, work)
+            blocks = blocks_for(study, store, work, setting)
         (work / "report.md").write_text(render_md(blocks))
         (work / "report.html").write_text(render_html(blocks, work))
     except BaseException:
