@@ -134,3 +134,21 @@ def test_verify_exits_1_where_a_claim_is_contradicted_or_a_variant_is_below_the_
     data = json.loads(capsys.readouterr().out)
     assert data["holds"] is False and data["variants"][0]["verdict"] == "below"
     assert main(["verify", "--store", str(tmp_path / "none.sqlite")]) == 2
+
+
+def test_studies_lists_a_store_and_compare_pairs_two_studies_by_round_seed(tmp_path, capsys):
+    """Two studies of the same variant in two stores, the second with one round better and another code: the
+    difference is paired by round seed, the rounds won are counted, and what sets them apart is named."""
+    a = store_with(tmp_path / "cpu", {"a": [0.850, 0.852, 0.848]})
+    b = store_with(tmp_path / "gpu", {"a": [0.850, 0.862, 0.848]})
+    b.db.execute("UPDATE runs SET device = 'NVIDIA H200'")
+    a.close()
+    b.close()
+    assert main(["studies", "--store", str(tmp_path / "cpu" / "s.sqlite")]) == 0
+    assert "st: 1 variants (a), 3/3 runs" in capsys.readouterr().out
+    assert main(["compare", "st", "st", "--store", str(tmp_path / "cpu" / "s.sqlite"),
+                 "--store-b", str(tmp_path / "gpu" / "s.sqlite"), "--json"]) == 0
+    (d,) = json.loads(capsys.readouterr().out)["variants"]
+    assert d["rounds"] == 3 and d["b_won"] == 1 and d["a_won"] == 0 and d["diff"] == pytest.approx(0.01 / 3)
+    assert d["differ"] == ["device"]
+    assert main(["compare", "st", "nope", "--store", str(tmp_path / "cpu" / "s.sqlite")]) == 2

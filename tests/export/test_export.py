@@ -109,3 +109,30 @@ def test_an_error_of_mlflows_is_one_line(tmp_path, monkeypatch):
                                         r"failed\): the 0 runs added before are complete") as e:
         export(store, f"sqlite:///{tmp_path / 'mlflow.db'}", log=lambda *a: None)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_study_is_tracked_live_as_it_trains(tmp_path, real_data_dir, monkeypatch):
+    """run --mlflow URI: each unit's runs are in MLflow once stored (before the study ends), the report at the
+    end: the same runs `export mlflow` makes, which then has nothing to add."""
+    from digitpairs.cli.main import main
+    from digitpairs.export import mlflow as exporter
+    from digitpairs.export.mlflow import export
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen = []
+    stored = exporter.Live.stored
+
+    def spy(self, runs):
+        stored(self, runs)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(f"digitpairs/{self.study}")
+        seen.append(len(client.search_runs([exp.experiment_id])))
+
+    monkeypatch.setattr(exporter.Live, "stored", spy)
+    assert main(["reproduce", "--quick", "--archs", "siamese_ws,transfer", "--batch-rounds", "1", "--workers", "1",
+                 "--store", str(tmp_path / "s.sqlite"), "--data-dir", str(real_data_dir), "--mlflow", uri]) == 0
+    assert seen == [2, 4]  # a unit (a group of 2 rounds) at a time, each in MLflow as soon as it is stored
+    store = Store(tmp_path / "s.sqlite", create=False)
+    assert export(store, uri, log=lambda *a: None) == 0  # everything there already, the report too
+    store.close()

@@ -20,6 +20,8 @@ COMMANDS = {  # command -> (module, function)
     "data": ("digitpairs.cli.store_commands", "cmd_data"),
     "report": ("digitpairs.cli.store_commands", "cmd_report"),
     "verify": ("digitpairs.cli.store_commands", "cmd_verify"),
+    "studies": ("digitpairs.cli.store_commands", "cmd_studies"),
+    "compare": ("digitpairs.cli.store_commands", "cmd_compare"),
     "export": ("digitpairs.cli.store_commands", "cmd_export"),
     "list": ("digitpairs.cli.engine_commands", "cmd_list"),
     "bench": ("digitpairs.cli.engine_commands", "cmd_bench"),

@@ -11,7 +11,8 @@ from digitpairs.spec.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS,
 from digitpairs.spec.names import check_name
 from digitpairs.spec.studyfile import shipped_names
 
-DESCRIPTION = "The digitpairs command: data fetch, list, reproduce, run, bench, report, verify, export, predict."
+DESCRIPTION = ("The digitpairs command: data fetch, list, reproduce, run, bench, report, verify, studies, compare, "
+               "export, predict.")
 
 DEFAULT_STORE = Path("runs/digitpairs.sqlite")
 
@@ -157,6 +158,15 @@ def build_parser() -> Parser:
     ver.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
     ver.add_argument("--study", default=None, help="study name (default: the newest in the store)")
     ver.add_argument("--json", action="store_true", help="the scorecard as JSON on standard output")
+    sts = sub.add_parser("studies", help="every study in a store: variants, rounds, code, devices, last update")
+    sts.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    sts.add_argument("--json", action="store_true", help="as JSON on standard output")
+    cmp = sub.add_parser("compare", help="two studies paired by variant and round seed (in one store or two)")
+    cmp.add_argument("study_a", help="the first study")
+    cmp.add_argument("study_b", help="the second study (differences are second minus first)")
+    cmp.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    cmp.add_argument("--store-b", type=path, default=None, help="the second study's store (default: --store)")
+    cmp.add_argument("--json", action="store_true", help="as JSON on standard output")
     for p in (rpt, ver):
         p.add_argument("--chance-margin", type=fraction, default=DIAGNOSIS.chance_margin,
                        help="a round whose test accuracy is at most this above always giving the commoner answer is "
@@ -215,6 +225,9 @@ def add_study_flags(rep, d: Config) -> None:
     rep.add_argument("--checkpoint-every", type=non_negative_int, default=1, metavar="N",
                      help="save each group's state after every N epochs, beside the store, so that the same command "
                           "after a kill resumes it from there; 0: no checkpoints (default: 1)")
+    rep.add_argument("--mlflow", default=None, metavar="URI",
+                     help="log each run to this MLflow tracking URI as it is stored, so that MLflow's UI follows "
+                          "the study (default: $MLFLOW_TRACKING_URI where set; needs digitpairs[mlflow])")
     rep.add_argument("--no-keep-models", dest="keep_models", action="store_false",
                      help="store no trained weights (by default every run's model is kept in the store)")
     add_data_dir(rep)

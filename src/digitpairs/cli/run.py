@@ -3,11 +3,13 @@ report."""
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from digitpairs import device as devices
 from digitpairs.base.errors import UserError
 from digitpairs.cli.parser import CONFIG_FLAGS, RUN_OPTIONS
+from digitpairs.export.mlflow import Live
 from digitpairs.report.write import output_dir, write_report
 from digitpairs.runner.ray import check_address
 from digitpairs.runner.study import run_study
@@ -41,14 +43,32 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     out = output_dir(args.out or args.store.parent / name)  # beside its store: another store's report stays
     store = Store(args.store)
     try:
+        live = tracking(args, store, name)
         run_study(study, store, args.data_dir, workers=args.workers or os.cpu_count() or 1, threads=args.threads,
                   batch_rounds=args.batch_rounds, backend=args.backend, address=args.address,
-                  checkpoint_every=args.checkpoint_every, keep_models=args.keep_models)
+                  checkpoint_every=args.checkpoint_every, keep_models=args.keep_models,
+                  on_stored=live and live.stored)
         report = write_report(store, name, out)
+        if live:
+            live.finish()
     finally:
         store.close()
     print(f"report: {report}")
     return 0
+
+
+def tracking(args, store: Store, study: str) -> Live | None:
+    """Live tracking in MLflow where --mlflow names a tracking URI or MLFLOW_TRACKING_URI is set (the flag wins)."""
+    uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return None
+    try:
+        return Live(store, uri, study, log=lambda line: print(line, file=sys.stderr))
+    except UserError as e:
+        if args.mlflow:
+            raise
+        print(f"digitpairs: warning: MLFLOW_TRACKING_URI is set, but no live tracking ({e})", file=sys.stderr)
+        return None
 
 
 def cmd_reproduce(args) -> int:

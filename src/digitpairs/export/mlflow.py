@@ -73,8 +73,9 @@ def connect(mlflow, tracking_uri: str, store: Path | None = None):
     return client, Path(path).parent if local else None
 
 
-def export(store: Store, tracking_uri: str, studies: list[str] | None = None, log=print) -> int:
-    """Export the studies (default: all) to the tracking server or store; return the number of runs added."""
+def export(store: Store, tracking_uri: str, studies: list[str] | None = None, log=print, report: bool = True) -> int:
+    """Export the studies (default: all) to the tracking server or store; return the number of runs added.
+    report=False: the runs only (live tracking while a study trains: its report comes at its end)."""
     unknown = [s for s in studies or [] if s not in store.studies()]
     if unknown:
         raise UserError(f"no study {unknown[0]!r} in {store.path}: choose from {', '.join(store.studies()) or 'none'}")
@@ -83,7 +84,7 @@ def export(store: Store, tracking_uri: str, studies: list[str] | None = None, lo
     added = 0
     for study in studies or store.studies():
         try:
-            added += export_study(client, store, study, local_root, Metric, Param)
+            added += export_study(client, store, study, local_root, Metric, Param, report)
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - MLflow raises many kinds: each is one line
@@ -94,7 +95,7 @@ def export(store: Store, tracking_uri: str, studies: list[str] | None = None, lo
     return added
 
 
-def export_study(client, store: Store, study: str, local_root: Path | None, Metric, Param) -> int:
+def export_study(client, store: Store, study: str, local_root: Path | None, Metric, Param, report: bool = True) -> int:
     """One study as one MLflow experiment; return the number of runs added."""
     name = f"digitpairs/{study}"
     exp = client.get_experiment_by_name(name)
@@ -134,7 +135,7 @@ def export_study(client, store: Store, study: str, local_root: Path | None, Metr
         attach(client, created.info.run_id, store, study, run["arch"], run["round"])  # its kept model, if any
         client.set_terminated(created.info.run_id)  # last: a run is finished once everything of it is logged
         added += 1
-    if f"{study}/report" not in have:
+    if report and f"{study}/report" not in have:
         created = client.create_run(exp_id, run_name=f"{study} report", tags={KEY: f"{study}/report", "study": study})
         with tempfile.TemporaryDirectory() as tmp:
             write_report(store, study, Path(tmp))
@@ -160,3 +161,28 @@ def attach(client, run_id: str, store, study: str, arch: str, round: int) -> boo
         (Path(tmp) / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         client.log_artifacts(run_id, tmp, "model")
     return True
+
+
+class Live:
+    """Live tracking (`run --mlflow URI`, or MLFLOW_TRACKING_URI set): each unit's runs are logged to MLflow as they
+    are stored, the same runs `export mlflow` makes, so that MLflow's UI follows a study while it trains; the report
+    comes at its end. A failure of MLflow's during the study is one warning line, and the study goes on: its runs are
+    in the store, and the next export (or the end of the study) logs them."""
+
+    def __init__(self, store: Store, tracking_uri: str, study: str, log=print):
+        self.store, self.uri, self.study, self.log, self.failed = store, tracking_uri, study, log, False
+        connect(_mlflow()[0], tracking_uri, Path(store.path))  # an unusable URI or no MLflow: one line, now
+
+    def stored(self, runs: list) -> None:
+        if runs and not self.failed:
+            self._export(report=False)
+
+    def finish(self) -> None:
+        self._export(report=True)
+
+    def _export(self, report: bool) -> None:
+        try:
+            export(self.store, self.uri, [self.study], log=lambda *a: None, report=report)
+        except UserError as e:
+            self.failed = True
+            self.log(f"digitpairs: warning: live tracking stopped ({e})")

@@ -74,15 +74,15 @@ def to_json(study: str, card: dict, provenance: list[dict]) -> str:
                                                for r in card["sensitivity"]["rows"]],
                                       "claims_changed": card["sensitivity"]["changed"]},
             "table": rows, "comparisons": comps, "provenance": provenance}
-    return json.dumps(_finite(data), indent=1, sort_keys=True) + "\n"
+    return json.dumps(finite(data), indent=1, sort_keys=True) + "\n"
 
 
-def _finite(value):
+def finite(value):
     """The value with every NaN as null (JSON has no NaN)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value

@@ -54,8 +54,8 @@ class Driver:
     """The one place every backend feeds: it claims units in the store, stores their runs, ticks the progress."""
 
     def __init__(self, study: Study, store: Store, batch_rounds: int, by_cost: bool, checkpoint_every: int = 1,
-                 keep_models: bool = True):
-        self.study, self.store, self.name = study, store, study.name
+                 keep_models: bool = True, on_stored=None):
+        self.study, self.store, self.name, self.on_stored = study, store, study.name, on_stored
         self.batch_rounds, self.by_cost = batch_rounds, by_cost
         self.checkpoint_every, self.keep_models = checkpoint_every, keep_models
         self.trained, self.waiting, self.bar, self.heartbeat = 0, False, None, None
@@ -172,6 +172,8 @@ class Driver:
         self.trained += len(added)
         for r in added:
             self.bar.write(f"{v.name:<28} round {r.round:>2}  test acc {r.test_acc:.4f}  ({r.wall_s:.1f} s/run)")
+        if self.on_stored is not None:  # live tracking (export.mlflow.Live)
+            self.on_stored(added)
 
     def close(self) -> None:
         if self.heartbeat is not None:

@@ -18,18 +18,19 @@ from digitpairs.store import Store
 
 def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 1, threads: int | None = None,
               batch_rounds: int = 10, log=print, backend: str = "local", address: str | None = None,
-              checkpoint_every: int = 1, keep_models: bool = True) -> int:
+              checkpoint_every: int = 1, keep_models: bool = True, on_stored=None) -> int:
     """Train what the store lacks, sharing the work with any other process on the same study; return the number of
     runs this process stored.
 
     backend "local": `workers` processes on this machine, each with `threads` torch threads (default: cores /
     workers). "ray": each unit a Ray task of `threads` CPUs (default 1) on the cluster at `address` (None: a Ray
-    instance started here). Every result is written into the store by this process as it arrives."""
+    instance started here). Every result is written into the store by this process as it arrives, then handed to
+    on_stored(runs) where given (live tracking)."""
     spec = study.spec()
     for entry, v in zip(spec["variants"], study.variants):
         entry["group_rounds"] = group_rounds(v.cfg)  # kept only where the store has none for the variant
     drv = Driver(study, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
-                 checkpoint_every=checkpoint_every, keep_models=keep_models)
+                 checkpoint_every=checkpoint_every, keep_models=keep_models, on_stored=on_stored)
     drv.plan(store.ensure_study(study.name, spec, write=False))  # checked; stored once the rest is checked
     try:
         if not drv.order:
