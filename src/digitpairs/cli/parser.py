@@ -147,24 +147,36 @@ def build_parser() -> Parser:
     add_device(bench, d)
     add_data_dir(bench)
 
+    rpt, ver, ml = add_reading(sub)
+    pred = add_predict(sub, DEFAULT_STORE, path)
+    for p in (ls, rep, run, bench, rpt, ver, ml, pred):
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import a module (name or .py path) that registers more architectures; repeatable")
+    return parser
+
+
+def add_reading(sub) -> tuple:
+    """The commands that read the store: report, verify, studies, compare, export mlflow; returns the parsers of
+    report, verify and export mlflow (those that take --plugin)."""
+    store_help = f"SQLite results store (default: {DEFAULT_STORE})"
     rpt = sub.add_parser("report", help="tables and figures of a study, from the store")
-    rpt.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    rpt.add_argument("--store", type=path, default=DEFAULT_STORE, help=store_help)
     rpt.add_argument("--study", default=None, help="study name (default: the newest in the store)")
     rpt.add_argument("--out", type=path, default=None, help="report folder (default: STUDY beside the store)")
     ver = sub.add_parser("verify", help="did the study reproduce the report? a verdict per variant and claim",
                          epilog="Exit status: 0 when no claim of the study file is contradicted and no variant is "
                                 "below the report's figure; 1 otherwise (a CI job can hold a reproduction with it); "
                                 "2 for bad input.")
-    ver.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    ver.add_argument("--store", type=path, default=DEFAULT_STORE, help=store_help)
     ver.add_argument("--study", default=None, help="study name (default: the newest in the store)")
     ver.add_argument("--json", action="store_true", help="the scorecard as JSON on standard output")
     sts = sub.add_parser("studies", help="every study in a store: variants, rounds, code, devices, last update")
-    sts.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    sts.add_argument("--store", type=path, default=DEFAULT_STORE, help=store_help)
     sts.add_argument("--json", action="store_true", help="as JSON on standard output")
     cmp = sub.add_parser("compare", help="two studies paired by variant and round seed (in one store or two)")
     cmp.add_argument("study_a", help="the first study")
     cmp.add_argument("study_b", help="the second study (differences are second minus first)")
-    cmp.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    cmp.add_argument("--store", type=path, default=DEFAULT_STORE, help=store_help)
     cmp.add_argument("--store-b", type=path, default=None, help="the second study's store (default: --store)")
     cmp.add_argument("--json", action="store_true", help="as JSON on standard output")
     for p in (rpt, ver):
@@ -177,15 +189,11 @@ def build_parser() -> Parser:
     exp = sub.add_parser("export", help="export the store to another tool")
     exp_sub = exp.add_subparsers(dest="export_command", required=True, parser_class=Parser)
     ml = exp_sub.add_parser("mlflow", help="every run as an MLflow run (needs digitpairs[mlflow])")
-    ml.add_argument("--store", type=path, default=DEFAULT_STORE, help=f"SQLite results store (default: {DEFAULT_STORE})")
+    ml.add_argument("--store", type=path, default=DEFAULT_STORE, help=store_help)
     ml.add_argument("--tracking-uri", default=None,
                     help="MLflow tracking URI (default: sqlite:///STORE_FOLDER/mlflow.db, artifacts beside it)")
     ml.add_argument("--study", action="append", default=None, help="a study to export (default: all); repeatable")
-    pred = add_predict(sub, DEFAULT_STORE, path)
-    for p in (ls, rep, run, bench, rpt, ver, ml, pred):
-        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                       help="import a module (name or .py path) that registers more architectures; repeatable")
-    return parser
+    return rpt, ver, ml
 
 
 def add_study_flags(rep, d: Config) -> None:
