@@ -10,10 +10,11 @@ from scipy import stats
 
 from digitpairs.analysis.claims import judge
 from digitpairs.analysis.compare import compare, summarise
-from digitpairs.analysis.diagnose import Diagnosis, flagged
+from digitpairs.analysis.diagnose import flagged
 from digitpairs.analysis.stats import detectable
 from digitpairs.analysis.verify import row_verdict, scorecard
 from digitpairs.cli.main import main
+from digitpairs.spec.diagnosis import Diagnosis
 from digitpairs.spec.records import RunResult
 from digitpairs.store import Store
 

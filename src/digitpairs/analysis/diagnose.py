@@ -2,7 +2,7 @@
 Each is flagged, never dropped: its variant's statistics stand as they are, and beside them, as a sensitivity line,
 the statistics without the flagged rounds and the claims whose verdict the flags change.
 
-The rule, with its thresholds (Diagnosis; `digitpairs report` and `verify` take them as flags):
+The rule, with its thresholds (spec/diagnosis.py; `digitpairs report` and `verify` take them as flags):
 - near chance: test accuracy at most `chance_margin` above the accuracy of always giving the commoner answer on the
   round's test pairs (about 0.55: equal digits count as "first <= second");
 - loss never fell: the training objective of the last epoch above (1 - `min_loss_drop`) times the first epoch's;
@@ -10,26 +10,12 @@ The rule, with its thresholds (Diagnosis; `digitpairs report` and `verify` take 
 """
 
 import math
-from dataclasses import dataclass
 
 from digitpairs.analysis.claims import judge
 from digitpairs.analysis.compare import compare, summarise
+from digitpairs.spec.diagnosis import DEFAULT, Diagnosis
 
 COMMONER = 0.55  # P(first <= second) over random pairs of digits: the commoner answer's share, where not stored
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    chance_margin: float = 0.05  # a round within this of always answering the commoner answer failed
-    min_loss_drop: float = 0.05  # a round whose training loss fell by less than this share failed
-
-    def rule(self) -> str:
-        return (f"a round is flagged when its test accuracy is at most {100 * self.chance_margin:g} points above "
-                "always giving the commoner answer on its test pairs, when its training loss fell by less than "
-                f"{100 * self.min_loss_drop:g}% from the first epoch to the last, or when it produced NaN")
-
-
-DEFAULT = Diagnosis()
 
 
 def flagged(runs: list[dict], curves: list[dict], found: dict, setting: Diagnosis = DEFAULT

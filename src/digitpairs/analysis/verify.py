@@ -11,7 +11,8 @@ import math
 
 from digitpairs.analysis.claims import judge
 from digitpairs.analysis.compare import compare, summarise
-from digitpairs.analysis.diagnose import DEFAULT, Diagnosis, flagged, sensitivity
+from digitpairs.analysis.diagnose import flagged, sensitivity
+from digitpairs.spec.diagnosis import DEFAULT, Diagnosis
 
 
 def scorecard(spec: dict, runs: list[dict], curves: list[dict], found: dict,

@@ -5,9 +5,9 @@ import argparse
 import os
 from pathlib import Path
 
-from digitpairs.analysis.diagnose import DEFAULT as DIAGNOSIS
 from digitpairs.base.errors import UserError, printable
 from digitpairs.spec.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
+from digitpairs.spec.diagnosis import DEFAULT as DIAGNOSIS
 from digitpairs.spec.names import check_name
 from digitpairs.spec.studyfile import shipped_names
 

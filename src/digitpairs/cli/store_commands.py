@@ -3,7 +3,6 @@
 
 import json
 
-from digitpairs.analysis.diagnose import Diagnosis
 from digitpairs.analysis.studies import differences, overview
 from digitpairs.analysis.verify import scorecard
 from digitpairs.base.errors import UserError
@@ -13,6 +12,7 @@ from digitpairs.report.provenance import provenance
 from digitpairs.report.scorecard import finite, to_json
 from digitpairs.report.wording import p_words
 from digitpairs.report.write import write_report
+from digitpairs.spec.diagnosis import Diagnosis
 from digitpairs.spec.names import check_name
 from digitpairs.store import Store
 

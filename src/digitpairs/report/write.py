@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-from digitpairs.analysis.diagnose import DEFAULT, Diagnosis
 from digitpairs.analysis.verify import scorecard
 from digitpairs.base.errors import UserError
 from digitpairs.base.files import writable_dir
@@ -20,6 +19,7 @@ from digitpairs.report.provenance import provenance, provenance_blocks
 from digitpairs.report.render import render_html, render_md
 from digitpairs.report.scorecard import blocks as scorecard_blocks
 from digitpairs.report.scorecard import to_json
+from digitpairs.spec.diagnosis import DEFAULT, Diagnosis
 from digitpairs.store import Store
 
 
