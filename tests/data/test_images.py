@@ -179,3 +179,16 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path):
         assert max(im.size) <= 2 * images.MAX_SIDE and im.size[0] * im.size[1] < 6000 * 5000 / 4
     digit = images.read(tmp_path / "photo.jpg")
     assert digit.shape == (28, 28) and digit.max() == 255
+
+
+def test_a_phones_mpo_photo_decodes_small_as_a_jpeg_does(tmp_path):
+    """Phones save photos as MPO (a JPEG with more frames): Pillow opens it as MpoImageFile, decoded in draft mode
+    too, not refused for its size."""
+    from PIL import Image, ImageDraw
+
+    big = Image.new("RGB", (6000, 5000), (250, 250, 245))  # 30 megapixels: refused unless decoded small
+    ImageDraw.Draw(big).line([(3000, 1000), (3000, 4000)], fill=(10, 10, 10), width=250)
+    big.save(tmp_path / "photo.mpo", format="MPO", quality=85, save_all=True, append_images=[big.resize((600, 500))])
+    with Image.open(tmp_path / "photo.mpo") as im:
+        assert im.format == "MPO"
+    assert images.read(tmp_path / "photo.mpo").shape == (28, 28)

@@ -2,6 +2,7 @@
 group) is ignored with one line on stderr and leaves the group exactly as it was, so training starts afresh."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -244,3 +245,22 @@ def test_a_process_deletes_its_own_temporary_files_only(tmp_path):
     theirs.unlink()
     ckpt.remove(ROUNDS)
     assert list(tmp_path.iterdir()) == []  # the empty folders up to the root, the root included
+
+
+def test_a_temporary_file_of_a_dead_process_of_this_host_is_deleted(tmp_path):
+    """A worker killed during a save leaves its temporary file: it goes with the group's checkpoint."""
+    import subprocess
+    import sys
+
+    from digitpairs.base.procfs import HOST
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    ckpt = Checkpoints(tmp_path / "variant")
+    ckpt.folder.mkdir()
+    left = ckpt.folder / f".{ckpt.path(ROUNDS).name}.{HOST}.{dead}.cafe.tmp"
+    alive = ckpt.folder / f".{ckpt.path(ROUNDS).name}.{HOST}.{os.getppid()}.cafe.tmp"
+    for f in (left, alive):
+        f.write_bytes(b"x")
+    ckpt.remove(ROUNDS)
+    assert not left.exists() and alive.exists()

@@ -26,7 +26,7 @@ def cpuinfo() -> str:
         return ""
 
 
-def stat(pid: int) -> list[str] | None:
+def stat(pid: int | str) -> list[str] | None:
     """The fields of /proc/PID/stat after the command's name (state, ppid, ...), or None: no such process, or no
     /proc. The name is in parentheses and may hold spaces and parentheses itself, so it is cut at the last ')'."""
     try:
@@ -35,7 +35,7 @@ def stat(pid: int) -> list[str] | None:
         return None
 
 
-def start_time(pid: int) -> str | None:
+def start_time(pid: int | str) -> str | None:
     """When the process with this pid started (clock ticks since the machine booted), or None where it cannot be
     told (no such process, no /proc). With the pid it names one process: a pid reused by a later process, such as a
     container's pid 1 after a restart, has another start time."""
@@ -48,9 +48,7 @@ def pid_alive(pid: int) -> bool:
     fields = stat(pid)
     if fields is not None:
         return fields[0] != "Z"
-    if Path("/proc/self/stat").exists():  # /proc works: the pid is gone
-        return False
-    try:  # no /proc: ask the kernel
+    try:  # not in /proc (gone, hidden from this user by hidepid, or no /proc): ask the kernel
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

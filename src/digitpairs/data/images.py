@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from digitpairs.base.errors import UserError, reason
 
@@ -58,7 +58,7 @@ def decode_small(im: Image.Image, path: Path) -> None:
     """Before anything is decoded: a JPEG is set to decode at the smallest scale of its decoder (1/2, 1/4, 1/8)
     that keeps MAX_SIDE pixels a side (draft mode), and an image that would still decode to more than MAX_PIXELS is
     refused, in one line. The header alone says the size: a small file may promise a huge image."""
-    if im.format == "JPEG":
+    if isinstance(im, JpegImagePlugin.JpegImageFile):  # a JPEG, or a phone's MPO (a JPEG with more frames)
         im.draft(im.mode, (MAX_SIDE, MAX_SIDE))
     w, h = im.size
     if w * h > MAX_PIXELS:

@@ -4,8 +4,8 @@ bit for bit where it stopped (on the same machine and device, with the same run 
 
 One file per group, `DIR/group-FIRSTROUND.pt`, replaced atomically: written beside it under a name of this
 process's own (host, pid and token), synced to the disk, renamed over it, and the folder synced: a kill or a power
-cut at any moment leaves the previous complete epoch. A process deletes only its own temporary files (and ones
-left for an hour by a process that died during a save). It holds the parameters and BatchNorm statistics, Adam's state, the
+cut at any moment leaves the previous complete epoch. A process deletes only its own temporary files, and those
+a process of this host left when it died during a save (or any left for an hour). It holds the parameters and BatchNorm statistics, Adam's state, the
 learning-rate schedule, every member's random generator (data order, augmentation, dropout) and the curves so far,
 with the key of what it belongs to (architecture, rounds, seeds, config): a file whose key differs is ignored.
 The file: MAGIC, the SHA-256 of the payload, the payload (torch.save of the state, loaded with weights_only=True:
@@ -31,7 +31,7 @@ import torch
 
 from digitpairs.base.errors import first_line
 from digitpairs.base.files import sync_folder
-from digitpairs.base.procfs import HOST, TOKEN
+from digitpairs.base.procfs import HOST, TOKEN, pid_alive
 
 MAGIC = b"digitpairs checkpoint, sha256\n"
 OLDER = b"PK"  # a file of the format before MAGIC (torch.save's zip): ignored like another group's
@@ -60,7 +60,7 @@ class Checkpoints:
         path.unlink(missing_ok=True)
         for tmp in self.folder.glob(f".{path.name}.*.tmp"):
             try:
-                if tmp == temporary(path) or time.time() - tmp.stat().st_mtime > LEFT_S:
+                if tmp == temporary(path) or left(tmp, path) or time.time() - tmp.stat().st_mtime > LEFT_S:
                     tmp.unlink()
             except OSError:  # gone meanwhile
                 pass
@@ -115,6 +115,15 @@ def in_folder(folder: Path, make, tries: int = 5):
 def temporary(path: Path) -> Path:
     """This process's temporary file for path: no other process, on this host or another, writes or deletes it."""
     return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{TOKEN}.tmp")
+
+
+def left(tmp: Path, path: Path) -> bool:
+    """Whether a temporary file was left by a process of this host that has died (a worker killed during a save)."""
+    parts = tmp.name.removeprefix(f".{path.name}.").removesuffix(".tmp").rsplit(".", 2)  # host (dots and all), pid,
+    if len(parts) != 3:  # token
+        return False
+    host, pid, _ = parts
+    return host == HOST and pid.isdigit() and not pid_alive(int(pid))
 
 
 def _write(path: Path, state: dict) -> None:

@@ -84,7 +84,8 @@ def export(store: Store, tracking_uri: str, studies: list[str] | None = None, lo
     added = 0
     for study in studies or store.studies():
         try:
-            added += export_study(client, store, study, local_root, Metric, Param, report)
+            with store.reading():  # its runs, curves and models of one moment
+                added += export_study(client, store, study, local_root, Metric, Param, report)
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - MLflow raises many kinds: each is one line

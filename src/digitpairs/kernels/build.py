@@ -96,7 +96,8 @@ def _build(cc: list[str], flags: list[str], path: Path) -> str:
         done = subprocess.run([*cc, *flags, str(src), "-o", str(lib)], check=False, capture_output=True, text=True,
                               timeout=BUILD_S)
         if done.returncode != 0:
-            return f"{' '.join(cc)} failed: {first_line(Exception(done.stderr or done.returncode))}"
+            errors = [line for line in (done.stderr or "").splitlines() if "error" in line.lower()] or [done.stderr]
+            return f"{' '.join(cc)} failed: {first_line(Exception(errors[0] or done.returncode))}"
         sha.write_text(_digest(lib))
         os.replace(lib, path)
         os.replace(sha, f"{path}.sha256")  # after the library: a reader in between sees a mismatch and rebuilds
@@ -120,7 +121,10 @@ BUILD_S = 120  # a compiler that takes longer is taken to hang
 def compiler() -> list[str] | None:
     """The C compiler's command: $CC split as a shell would (CC="ccache gcc"), else cc, gcc or clang on PATH."""
     if os.environ.get("CC", "").strip():
-        return shlex.split(os.environ["CC"])
+        try:
+            return shlex.split(os.environ["CC"])
+        except ValueError:  # an unclosed quote: no compiler (said in the warning)
+            return None
     found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     return [found] if found else None
 
@@ -140,7 +144,7 @@ def library() -> ctypes.CDLL | None:
 def _library() -> tuple[ctypes.CDLL | None, str]:
     cc = compiler()
     if cc is None:
-        return None, "no C compiler: set CC, or install cc"
+        return None, "no C compiler: set CC (a command, quoted as a shell would), or install cc"
     why = ""
     for flags in (FLAGS, [f for f in FLAGS if f != "-march=native"]):  # some compilers lack -march=native
         key = hashlib.sha256("\0".join([source(), " ".join(cc), *flags, _cpu_id()]).encode()).hexdigest()[:16]

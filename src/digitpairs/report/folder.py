@@ -1,5 +1,6 @@
-"""A report's folder replaced as a whole: a reader sees the old report or the new one, never a mix, and a file of
-the old one that the new one lacks (a sweep's figure) does not stay behind.
+"""A report's folder replaced as a whole: a reader sees the old report or the new one (or, for the moment between
+two renames, neither), never a mix, and a file of the old one that the new one lacks (a sweep's figure) does not stay
+behind.
 
 The report is built in a folder of this process's own beside its folder, and then:
 - where the folder holds a report alone (the files its manifest lists, or nothing: a folder digitpairs made), the two

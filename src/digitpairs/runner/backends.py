@@ -59,6 +59,7 @@ def dispatch(drv: Driver, backend: Backend) -> None:
                 else:
                     drv.finished(unit, *outcome)
             drv.tick(backend.progress())
+            drv.check()  # claims lost while units train: stop them, not only the next one
     except BaseException:
         backend.abort(list(pending))
         raise

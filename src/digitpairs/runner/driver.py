@@ -92,10 +92,7 @@ class Driver:
         variant, up to batch_rounds rounds. None: none left; or, unless `block`, none to claim now. `block` waits
         while every group left is claimed by another process, and takes over a claim whose holder died."""
         while True:
-            if self.heartbeat is not None and self.heartbeat.lost:
-                raise UserError(f"this process could not renew its claims in {self.store.path} "
-                                f"({self.heartbeat.lost}), so other processes may take its units over: it stops; "
-                                "the runs it stored stay: run the same command to resume")
+            self.check()
             with self.store.transaction() as db:
                 done = self.store.done(self.name)
                 busy = leases.held(db, self.name)
@@ -115,6 +112,14 @@ class Driver:
                 self.bar.write(f"waiting for {runs} runs that other processes are training ({leases.holders(busy)})")
                 self.waiting = True
             time.sleep(POLL_S)
+
+    def check(self) -> None:
+        """A UserError where the heartbeat could not renew this process's claims: other processes may take its units
+        over, so it stops (the backends check at every pass, and before each unit)."""
+        if self.heartbeat is not None and self.heartbeat.lost:
+            raise UserError(f"this process could not renew its claims in {self.store.path} ({self.heartbeat.lost}), "
+                            "so other processes may take its units over: it stops; the runs it stored stay: run "
+                            "the same command to resume")
 
     def checkpoints(self, v: Variant) -> Checkpoints | None:
         """A variant's checkpoint folder, beside the store: checkpoints/STORE/STUDY/VARIANT/group-R.pt, STORE the

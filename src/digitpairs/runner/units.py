@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from digitpairs.base.procfs import HOST
 from digitpairs.data import mnist
 from digitpairs.data.pairs import round_for
 from digitpairs.engine import train
-from digitpairs.engine.checkpoint import Checkpoints
+from digitpairs.engine.checkpoint import Checkpoints, in_folder
 from digitpairs.spec.provenance import code_version
 from digitpairs.spec.records import RunResult
 from digitpairs.spec.studyfile import Variant
@@ -50,8 +51,14 @@ def on_this_machine(unit: Unit) -> Unit:
     share the driver's storage: the store's folder is not there): it then trains without them, and a lost unit
     restarts from its first epoch."""
     ckpt = unit.checkpoints
-    if ckpt is None or ckpt.root is None or ckpt.root.parent.is_dir():
+    if ckpt is None or ckpt.root is None:
         return unit
+    if ckpt.root.parent.is_dir():
+        try:
+            in_folder(ckpt.folder, lambda: tempfile.TemporaryFile(dir=ckpt.folder).close())
+            return unit
+        except OSError:  # there, but not writable from this node
+            pass
     print(f"{unit.variant.name} rounds {list(unit.rounds)}: no {ckpt.root.parent} on {HOST} (no shared storage): "
           "training without checkpoints", file=sys.stderr, flush=True)
     return dataclasses.replace(unit, checkpoints=None)

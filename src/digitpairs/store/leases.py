@@ -22,7 +22,8 @@ from digitpairs.base.procfs import HOST, TOKEN, pid_alive, start_time
 
 HEARTBEAT_S = 5.0  # how often a process renews its claims
 STALE_S = 60.0  # a claim not renewed for this long is taken over (its holder hung, or its machine went away)
-STARTED = start_time(os.getpid())  # when this process started (None without /proc)
+STARTED = start_time("self")  # when this process started (None without /proc; "self": also in a pid namespace
+#                                without a /proc of its own, where /proc/PID would be another process's)
 
 
 def live(host: str, pid: int, heartbeat: float, now: float, started: str | None = None) -> bool:
@@ -30,7 +31,10 @@ def live(host: str, pid: int, heartbeat: float, now: float, started: str | None 
     claim recorded it (claims of 0.2 did not), started when the claim says."""
     if now - heartbeat >= STALE_S:
         return False
-    return host != HOST or (pid_alive(pid) and (started is None or start_time(pid) == started))
+    if host != HOST:
+        return True
+    now_started = start_time(pid) if started is not None else None
+    return pid_alive(pid) and (now_started is None or now_started == started)  # a start time not readable: alive
 
 
 def held(db: sqlite3.Connection, study: str) -> dict[tuple[str, int], tuple[str, int, str | None]]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitpairs.base.errors import UserError, reason
+from digitpairs.base.procfs import TOKEN
 from digitpairs.spec.provenance import code_version
 from digitpairs.spec.records import RunResult
 from digitpairs.store import answers, schema, weights
@@ -127,7 +128,11 @@ class Store:
     @contextmanager
     def reading(self):
         """One read transaction: what is read inside sees the store as it was at the first read (SQLite's WAL),
-        whatever other processes store meanwhile, so that a report written while a study trains is of one state."""
+        whatever other processes store meanwhile, so that a report written while a study trains is of one state.
+        Inside another reading(), it is part of that one."""
+        if self.db.in_transaction:
+            yield self
+            return
         self.db.execute("BEGIN")
         try:
             yield self
@@ -198,8 +203,8 @@ class Store:
                          for c in r.curves])
             weights.save(self.db, study, arch, added)  # the trained weights (unless --no-keep-models)
             answers.save(self.db, study, arch, added)  # the last epoch's answers on the test pairs, for the report
-            self.db.executemany("DELETE FROM claims WHERE study = ? AND arch = ? AND round = ?",
-                                [(study, arch, first) for first in release])
+            self.db.executemany("DELETE FROM claims WHERE study = ? AND arch = ? AND round = ? AND token IS ?",
+                                [(study, arch, first, TOKEN) for first in release])
         return added
 
     def studies(self) -> list[str]:
