@@ -5,9 +5,9 @@ The public API; importing it loads no torch (the engine is imported when a name 
     import digitpairs as dp
     dp.register_arch(dp.Arch("siamese_wide", "Siamese WS,AUX wide", objective="comparison+digits",
                              extra={"hidden": 256}))
-    study = dp.load_study("paper", quick=True)         # a shipped study's name, or a path to a TOML file
+    study = dp.load_study("paper", quick=True)         # a shipped study's name, or a path; named "paper-quick"
     dp.run_study(study, dp.Store("runs/digitpairs.sqlite"), data_dir=None)
-    net, cfg, (mean, std) = dp.load_model("runs/digitpairs.sqlite", "paper-quick", "siamese_ws_aux", 0)
+    net, cfg, (mean, std) = dp.load_model("runs/digitpairs.sqlite", study.name, "siamese_ws_aux", 0)
 """
 
 import importlib
@@ -23,7 +23,7 @@ __all__ = ["ARCHS", "Arch", "Config", "Store", "Study", "UserError", "Variant", 
            "get_arch", "load_model", "load_study", "printable", "register", "register_arch", "run_study",
            "write_report"]
 
-_LAZY = {  # name -> the module that defines it: these import torch (or matplotlib), so only when used
+_LAZY = {  # name -> the module that defines it, imported when the name is first used: torch, matplotlib, sqlite
     "Store": "digitpairs.store",
     "create_model": "digitpairs.model",
     "load_model": "digitpairs.predict.kept",

@@ -20,6 +20,8 @@ def resolve(name: str | torch.device | None) -> torch.device:
     """The torch.device for a Config.device value; "auto" is the GPU when PyTorch sees one. A GPU that is not there
     is a UserError (one line), raised before any training."""
     if isinstance(name, torch.device):
+        if name.type == "cuda":
+            deterministic()
         return name
     name = name or "auto"
     if not DEVICE_FORM.fullmatch(name):
@@ -53,7 +55,7 @@ def check(name: str | torch.device, cuda_graphs: bool = False) -> torch.device:
 def graphs_by_default(name: str, cluster: bool = False) -> bool:
     """Whether a run that asks neither for --cuda-graphs nor for --no-cuda-graphs captures its steps: where training
     runs on a CUDA GPU (the faster GPU path, docs/benchmarks.md). On a Ray cluster (cluster=True) only a device
-    that names cuda: with "auto" a task declares no GPU (ray_backend) and trains on the CPU."""
+    that names cuda: with "auto" a task declares no GPU (runner/ray.py) and trains on the CPU."""
     return name.startswith("cuda") or (name == "auto" and not cluster and torch.cuda.is_available())
 
 

@@ -219,3 +219,23 @@ def test_a_report_folder_is_replaced_as_a_whole(tmp_path):
     write_report(store, "st", mine)
     assert {p.name for p in mine.iterdir()} == first | {"notes.txt"} and (mine / "notes.txt").read_text() == "the user's"
     store.close()
+
+
+def test_a_report_folder_has_the_modes_of_any_folder_and_a_link_to_one_stays(tmp_path):
+    import os
+
+    store = Store(tmp_path / "s.sqlite")
+    fill(store, {"a": [0.90, 0.91, 0.92]})
+    umask = os.umask(0o022)
+    try:
+        write_report(store, "st", tmp_path / "st")
+        assert (tmp_path / "st").stat().st_mode & 0o777 == 0o755
+        real = tmp_path / "real"
+        real.mkdir()
+        (tmp_path / "link").symlink_to(real)
+        write_report(store, "st", tmp_path / "link")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "link").is_symlink() and (real / "report.md").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    store.close()

@@ -1,7 +1,7 @@
 """Statistics for reports over rounds, from scipy.stats: t-intervals, the paired t-test, the Wilcoxon signed-rank
 test; and the Holm correction.
 
-The differences handed to the paired tests come from integer counts of correct pairs (report.compare), so two rounds
+The differences handed to the paired tests come from integer counts of correct pairs (analysis/compare.py), so two rounds
 that differ by the same count are equal numbers and tie, as the Wilcoxon test needs.
 """
 

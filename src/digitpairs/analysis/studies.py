@@ -5,6 +5,7 @@ device or config. No torch."""
 
 from fractions import Fraction
 
+from digitpairs.analysis.compare import correct
 from digitpairs.analysis.stats import mean_ci, paired_t
 from digitpairs.spec.config import what_it_trains
 
@@ -18,12 +19,6 @@ def overview(name: str, spec: dict, runs: list[dict]) -> dict:
             "last": max((r["finished"] for r in runs), default=None)}
 
 
-def _correct(run: dict) -> Fraction:
-    n = run["config"].get("config", {}).get("n_test") or 1000
-    count = run.get("test_correct")
-    return Fraction(count if count is not None else round(run["test_acc"] * n), n)
-
-
 def differences(runs_a: list[dict], runs_b: list[dict]) -> list[dict]:
     """Per shared variant: B minus A over the round seeds both ran, from the counts of correct test pairs."""
     out = []
@@ -35,7 +30,7 @@ def differences(runs_a: list[dict], runs_b: list[dict]) -> list[dict]:
         if not seeds:
             out.append({"variant": name, "skip": "no round seed in common"})
             continue
-        diffs = [float(_correct(b[s]) - _correct(a[s])) for s in seeds]
+        diffs = [float(Fraction(*correct(b[s])) - Fraction(*correct(a[s]))) for s in seeds]
         mean, _, lo, hi = mean_ci(diffs, bounds=(-1, 1))
         out.append({"variant": name, "rounds": len(seeds), "diff": mean, "lo": lo, "hi": hi, "p": paired_t(diffs),
                     "b_won": sum(d > 0 for d in diffs), "a_won": sum(d < 0 for d in diffs),

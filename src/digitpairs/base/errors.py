@@ -10,11 +10,11 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def first_line(e: BaseException, limit: int = 200) -> str:
-    """The first non-empty line of an exception's message (its type's name where it has none), at most `limit`
-    characters: what a one-line error quotes of a library's multi-line message."""
+def first_line(e: BaseException | str, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type's name where it has none) or of a text, at most
+    `limit` characters: what a one-line error quotes of a library's multi-line message."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (lines[0] if lines else type(e).__name__)[:limit]
+    return (lines[0] if lines else type(e).__name__ if isinstance(e, BaseException) else "")[:limit]
 
 
 def reason(e: BaseException) -> str:

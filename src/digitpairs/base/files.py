@@ -7,6 +7,13 @@ from pathlib import Path
 from digitpairs.base.errors import UserError, reason
 
 
+def probe(folder: Path) -> None:
+    """OSError unless a file can be made in the folder: a temporary one of this process's own, gone at once (two
+    processes may probe one folder at once)."""
+    with tempfile.TemporaryFile(dir=folder, prefix=".digitpairs-probe-"):
+        pass
+
+
 def writable_dir(folder: Path, what: str, fix: str) -> Path:
     """Create folder (and its parents) if needed and check that a file can be written there, before any long work.
     The probe is a temporary file of this process's own, so two processes may check one folder at once. An
@@ -14,8 +21,7 @@ def writable_dir(folder: Path, what: str, fix: str) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".digitpairs-probe-"):
-            pass
+        probe(folder)
     except OSError as e:
         raise UserError(f"cannot write {what} {folder} ({reason(e)}): {fix}") from None
     return folder

@@ -148,7 +148,7 @@ def build_parser() -> Parser:
     add_data_dir(bench)
 
     rpt, ver, ml = add_reading(sub)
-    pred = add_predict(sub, DEFAULT_STORE, path)
+    pred = add_predict(sub)
     for p in (ls, rep, run, bench, rpt, ver, ml, pred):
         p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                        help="import a module (name or .py path) that registers more architectures; repeatable")
@@ -245,7 +245,7 @@ CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alph
                 *RUN_OPTIONS)  # the run options (config.py) stay out of the study's name
 
 
-def add_predict(subparsers, store_default: Path, path_type):
+def add_predict(subparsers, store_default: Path = DEFAULT_STORE, path_type=path):
     """The `predict` subcommand on the CLI's subparsers; returns its parser."""
     p = subparsers.add_parser("predict", help="read two digit images (or a CSV of pairs) with a kept model")
     p.add_argument("images", nargs="*", type=path_type, metavar="IMAGE",
@@ -258,7 +258,8 @@ def add_predict(subparsers, store_default: Path, path_type):
                    help=f"SQLite results store (default: {store_default})")
     p.add_argument("--study", default=None, help="study name (default: the newest in the store)")
     p.add_argument("--arch", default=None,
-                   help="variant, as named in the study's table (default: the best one with kept models)")
+                   help="variant, as named in the study's table (default: the study file's model, else the best by "
+                        "validation accuracy among those with kept models)")
     p.add_argument("--round", type=int, default=None,
                    help="one round's model (default: every kept round of the variant, as an ensemble)")
     return p

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from digitpairs.base.errors import UserError, first_line
+from digitpairs.base.files import probe
 from digitpairs.report.write import write_report
 from digitpairs.spec.names import safe_name
 from digitpairs.store import Store, weights
@@ -63,8 +64,7 @@ def connect(mlflow, tracking_uri: str, store: Path | None = None):
     try:
         if local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=Path(path).parent):  # unwritable: one line, not MLflow's retries
-                pass
+            probe(Path(path).parent)  # unwritable: one line, not MLflow's retries
         client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - MLflow raises many kinds; every one is a URI that does not work here

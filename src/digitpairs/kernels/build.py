@@ -97,7 +97,7 @@ def _build(cc: list[str], flags: list[str], path: Path) -> str:
                               timeout=BUILD_S)
         if done.returncode != 0:
             errors = [line for line in (done.stderr or "").splitlines() if "error" in line.lower()] or [done.stderr]
-            return f"{' '.join(cc)} failed: {first_line(Exception(errors[0] or done.returncode))}"
+            return f"{' '.join(cc)} failed: {first_line(errors[0] or f'exit code {done.returncode}')}"
         sha.write_text(_digest(lib))
         os.replace(lib, path)
         os.replace(sha, f"{path}.sha256")  # after the library: a reader in between sees a mismatch and rebuilds

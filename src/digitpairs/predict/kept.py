@@ -45,7 +45,7 @@ def build(arch: Arch, cfg: Config, state: dict[str, torch.Tensor]) -> PairNet:
         net.load_state_dict(state)
     except RuntimeError as e:  # torch's first line only says that loading failed; its second says why
         why = str(e).splitlines()[1:] or [str(e)]
-        raise UserError(f"the kept weights do not fit {arch.name} ({first_line(Exception(why[0]))}): the store "
+        raise UserError(f"the kept weights do not fit {arch.name} ({first_line(why[0])}): the store "
                         "was written by another version of the model; train it again") from None
     return net.eval()
 

@@ -26,9 +26,13 @@ def staging(out: Path) -> Path:
     """A new folder of this process's own to build the report in: beside `out` where its parent is writable (so it
     can be swapped in whole), else inside it."""
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{TOKEN}.", dir=out.parent))
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{TOKEN}.", dir=out.parent))
     except OSError:
-        return Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+        work = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # a report folder as any other (mkdtemp makes it the owner's alone)
+    return work
 
 
 def replace(out: Path, work: Path) -> None:
@@ -67,6 +71,8 @@ def swap(out: Path, work: Path) -> None:
 
 def report_alone(out: Path) -> bool:
     """Whether the folder holds nothing but a report (its manifest's files) and the folders reports are built in."""
+    if out.is_symlink():  # the folder it names is the user's: its files are replaced, the link stays
+        return False
     names = {p.name for p in out.iterdir() if not p.name.startswith(".report-")} if out.is_dir() else set()
     return names <= listed(out) | {MANIFEST}
 

@@ -9,13 +9,13 @@ whole groups of one variant (up to `batch_rounds` rounds), trained by one call o
 """
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from digitpairs.base.errors import UserError, reason
+from digitpairs.base.files import probe
 from digitpairs.engine.checkpoint import Checkpoints, in_folder
 from digitpairs.runner.units import Unit
 from digitpairs.spec.records import RunResult
@@ -140,7 +140,7 @@ class Driver:
         folder = self.checkpoint_root()
         made = [f for f in (folder.parent.parent, folder.parent, folder) if not f.exists()]
         try:
-            in_folder(folder, lambda: tempfile.TemporaryFile(dir=folder).close())
+            in_folder(folder, lambda: probe(folder))
         except OSError as e:
             raise UserError(f"cannot write checkpoints in {str(folder)!r} ({reason(e)}): pass "
                             "--checkpoint-every 0, or a --store in a writable folder") from None

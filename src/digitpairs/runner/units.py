@@ -8,12 +8,12 @@ import dataclasses
 import os
 import signal
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from digitpairs.base.files import probe
 from digitpairs.base.procfs import HOST
 from digitpairs.data import mnist
 from digitpairs.data.pairs import round_for
@@ -55,7 +55,7 @@ def on_this_machine(unit: Unit) -> Unit:
         return unit
     if ckpt.root.parent.is_dir():
         try:
-            in_folder(ckpt.folder, lambda: tempfile.TemporaryFile(dir=ckpt.folder).close())
+            in_folder(ckpt.folder, lambda: probe(ckpt.folder))
             return unit
         except OSError:  # there, but not writable from this node
             pass

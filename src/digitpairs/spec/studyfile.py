@@ -33,7 +33,7 @@ from pathlib import Path
 from digitpairs.base.errors import UserError
 from digitpairs.spec import claims as claim_specs
 from digitpairs.spec.arch import HEADS, OBJECTIVES, Arch
-from digitpairs.spec.config import MAX_ROUNDS, RUN_OPTIONS, Config
+from digitpairs.spec.config import MAX_ROUNDS, QUICK_ROUNDS, RUN_OPTIONS, Config
 from digitpairs.spec.config import quick as quick_preset
 from digitpairs.spec.names import check_name, safe_name
 from digitpairs.spec.registry import ARCHS, get_arch, own_settings
@@ -278,9 +278,13 @@ def locate(path: Path) -> Path:
 
 
 def load_study(study: str | Path, quick: bool = False, overrides: dict | None = None) -> Study:
-    """A Study from a study file's path or a shipped study's name (paper, alpha, ...), with the quick preset if
-    asked and Config overrides (as the command line's flags give them)."""
-    return load(locate(Path(study)), quick, overrides)
+    """A Study from a study file's path or a shipped study's name (paper, alpha, ...), with Config overrides (as the
+    command line's flags give them) and, if asked, the quick preset: then named NAME-quick, with QUICK_ROUNDS
+    rounds, as `digitpairs run --quick` names and runs it."""
+    loaded = load(locate(Path(study)), quick, overrides)
+    if not quick:
+        return loaded
+    return dataclasses.replace(loaded, name=f"{loaded.name}-quick", rounds=QUICK_ROUNDS)
 
 
 def read(path: Path) -> dict:

@@ -2,7 +2,7 @@
 
 Every run is one row, inserted once with its curves in the same transaction and never edited: an interrupted
 study loses at most the runs in progress, and the same command again skips what is done. Several processes may
-share one store: creating it, recording a study and claiming work (digitpairs.claims) each take the write lock
+share one store: creating it, recording a study and claiming work (store/leases.py) each take the write lock
 for one short transaction (BEGIN IMMEDIATE), so that no two of them see the same state and act on it.
 """
 
@@ -46,6 +46,9 @@ class Store:
             raise UserError(f"cannot open the store {self.path} ({e}): pass --store with a writable path") from None
         try:
             self._open(create)
+        except UserError:  # a store of a newer schema
+            self.db.close()
+            raise
         except sqlite3.OperationalError as e:  # before DatabaseError, its base class
             self.db.close()
             if _busy(e):
