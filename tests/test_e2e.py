@@ -1,6 +1,7 @@
 import csv
 
 import pytest
+
 from tests.support import run_cli
 
 

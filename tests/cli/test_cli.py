@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
-from tests.support import run_cli
 
 from digitpairs.spec.records import RunResult
 from digitpairs.store import Store
+from tests.support import run_cli
 
 CUDA = torch.cuda.is_available()
 

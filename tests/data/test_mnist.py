@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import write_idx
 from digitpairs import UserError
 from digitpairs.data import mnist
+from tests.support import write_idx
 
 
 def tiny_files(folder: Path) -> dict[str, str]:

@@ -1,7 +1,7 @@
 import torch
 
-from tests.support import fake_mnist
 from digitpairs.data.pairs import round_data, swap, target_of
+from tests.support import fake_mnist
 
 
 def test_target_is_first_le_second_and_ties_stay_one_under_swap():

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-from tests.support import fake_mnist
 
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.checkpoint import Checkpoints, _read, _state, _write
@@ -14,6 +13,7 @@ from digitpairs.engine.training import build, train
 from digitpairs.model.weights import from_bytes
 from digitpairs.spec.config import Config
 from digitpairs.spec.registry import arch_config, get_arch
+from tests.support import fake_mnist
 
 ARCH, SEEDS, ROUNDS = "siamese_ws_aux_bn_drop", [3, 4], [0, 1]  # dropout, augmentation, OneCycle: every state used
 CFG = Config(size=14, n_pairs=60, n_test=60, epochs=2, batch_size=20, precision="fp32", device="cpu",

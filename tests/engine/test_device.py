@@ -3,12 +3,12 @@ CI on the CPU."""
 
 import pytest
 import torch
-from tests.support import fake_mnist, run_cli
 
 from digitpairs import UserError, device
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import group_rounds, train
 from digitpairs.spec.config import Config
+from tests.support import fake_mnist, run_cli
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

@@ -4,7 +4,6 @@ replays; test_device.py runs it captured where a GPU is."""
 
 import pytest
 import torch
-from tests.support import fake_mnist, run_cli
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from digitpairs import UserError
@@ -19,6 +18,7 @@ from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
 from digitpairs.spec.registry import ARCHS
 from digitpairs.store.specs import identity
+from tests.support import fake_mnist, run_cli
 
 CFG = Config(size=14, n_pairs=100, n_test=60, epochs=2, batch_size=20, precision="fp32", device="cpu")
 

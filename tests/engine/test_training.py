@@ -1,11 +1,11 @@
 import torch
-from tests.support import fake_mnist
 
 from digitpairs.data.pairs import round_data, sub_seed
 from digitpairs.engine.training import train
 from digitpairs.model import create_model
 from digitpairs.model.weights import from_bytes
 from digitpairs.spec.config import Config
+from tests.support import fake_mnist
 
 CFG = Config(size=14, n_pairs=100, n_test=60, epochs=4, batch_size=20, precision="fp32", device="cpu")  # fp32: exact
 

@@ -1,7 +1,7 @@
 import pytest
-from tests.support import fill
 
 from digitpairs.store import Store
+from tests.support import fill
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (scripts/test.sh installs it)")
 

@@ -4,12 +4,12 @@ training without it, to rounding."""
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.support import fake_mnist
 
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import train
 from digitpairs.kernels.matmul_conv import conv2d_unfold
 from digitpairs.spec.config import Config
+from tests.support import fake_mnist
 
 
 @pytest.mark.parametrize("groups,cin,cout,ks,padding,bias", [(3, 1, 16, 5, 0, True), (3, 4, 8, 5, 0, False),

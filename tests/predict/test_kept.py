@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.support import fake_mnist
 
 from digitpairs import UserError
 from digitpairs.data.pairs import round_data
@@ -18,6 +17,7 @@ from digitpairs.predict import kept as keep
 from digitpairs.spec.config import Config
 from digitpairs.spec.registry import arch_config, get_arch
 from digitpairs.store import Store, weights
+from tests.support import fake_mnist
 
 ARCH = dataclasses.replace(get_arch("siamese_ws_aux_bn"), extra={})  # BatchNorm: running statistics kept too
 CFG = Config(size=14, n_pairs=100, n_test=100, epochs=2, precision="fp32", members=2)

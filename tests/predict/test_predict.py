@@ -8,7 +8,6 @@ import statistics
 import numpy as np
 import pytest
 from PIL import Image
-from tests.support import fake_mnist
 
 from digitpairs import UserError
 from digitpairs.cli import main as cli
@@ -21,6 +20,7 @@ from digitpairs.predict.answer import COLUMNS, answer
 from digitpairs.spec.config import Config
 from digitpairs.spec.registry import arch_config, get_arch
 from digitpairs.store import Store, weights
+from tests.support import fake_mnist
 
 CFG = Config(size=14, n_pairs=60, n_test=60, epochs=1, precision="fp32")
 VARIANTS = ("transfer", "siamese_ws_aux")  # heads "logic" and "mlp"

@@ -4,7 +4,6 @@ import subprocess
 import numpy as np
 import pytest
 from scipy import stats
-from tests.support import SPEC, fake_mnist, fill, run_cli
 
 from digitpairs.analysis import answers as analysis_answers
 from digitpairs.analysis.compare import compare, summarise
@@ -15,6 +14,7 @@ from digitpairs.runner.driver import run_config
 from digitpairs.spec import studyfile
 from digitpairs.spec.records import RunResult
 from digitpairs.store import Store, answers
+from tests.support import SPEC, fake_mnist, fill, run_cli
 
 TINY = """
 name = "tiny"

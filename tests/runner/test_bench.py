@@ -1,6 +1,5 @@
 import pytest
 import torch
-from tests.support import fake_mnist
 
 from digitpairs import UserError
 from digitpairs.data.pairs import round_data
@@ -8,6 +7,7 @@ from digitpairs.model import create_model
 from digitpairs.runner import bench
 from digitpairs.spec.config import Config
 from digitpairs.spec.registry import ARCHS, arch_config
+from tests.support import fake_mnist
 
 
 @pytest.mark.parametrize("name", list(ARCHS))

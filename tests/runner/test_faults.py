@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-from tests.support import LOGGED, gone, interrupt, start
 
 from digitpairs.base.procfs import descendants
+from tests.support import LOGGED, gone, interrupt, start
 
 pytestmark = pytest.mark.slow
 RUNS = 30  # 2 variants x 15 rounds; at 28x28 a group is 3 rounds and so is a unit: 10 units

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from tests.support import run_cli
 
 pytest.importorskip("ray", reason="Ray is not installed here (the extra digitpairs[ray])")

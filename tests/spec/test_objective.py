@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.support import assert_study_refused, write_study
 
 from digitpairs import UserError
 from digitpairs.data.pairs import target_of
@@ -16,6 +15,7 @@ from digitpairs.spec.arch import HEADS, OBJECTIVES, Arch, current_arch, objectiv
 from digitpairs.spec.config import Config
 from digitpairs.spec.registry import ARCHS
 from digitpairs.store import Store
+from tests.support import assert_study_refused, write_study
 
 OLD_AUX = {"transfer": True, "siamese_nows": False, "siamese_ws": False, "siamese_ws_aux": True,
            "siamese_ws_aux_bn": True, "siamese_ws_aux_bn_drop": True, "ws_bn_aug_bayes": True}  # before objective

@@ -1,8 +1,8 @@
 import pytest
-from tests.support import assert_study_refused, run_cli, write_study
 
 from digitpairs import UserError
 from digitpairs.spec import studyfile
+from tests.support import assert_study_refused, run_cli, write_study
 
 
 def test_shipped_studies_load():

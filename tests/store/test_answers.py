@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.support import fake_mnist
 
 from digitpairs.analysis import answers as analysis_answers
 from digitpairs.data.pairs import round_data
@@ -12,6 +11,7 @@ from digitpairs.engine.training import train
 from digitpairs.spec.config import Config
 from digitpairs.spec.records import MAX_WRONG
 from digitpairs.store import Store, answers
+from tests.support import fake_mnist
 
 CFG = Config(size=14, n_pairs=100, n_test=100, epochs=2, precision="fp32")
 MNIST = fake_mnist()
