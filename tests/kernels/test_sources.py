@@ -90,7 +90,7 @@ def test_the_joined_text_is_what_gets_compiled(monkeypatch, tmp_path):
         return subprocess.CompletedProcess(args, 1)
 
     monkeypatch.setattr(build.subprocess, "run", compiler)
-    assert build._build(["cc"], list(build.FLAGS), tmp_path / "ops.so") == "cc failed: 1"  # the stand-in fails
+    assert build._build(["cc"], list(build.FLAGS), tmp_path / "ops.so") == "cc failed: exit code 1"  # a stand-in
     assert compiled == [build.source()]
 
 
