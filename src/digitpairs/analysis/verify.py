@@ -50,7 +50,9 @@ def row_verdict(row: dict) -> dict:
     else:
         reason = (f"{mean:.4f} against the report's {report:.4f}: {points:+.2f} points ({sds:+.1f} of the report's "
                   f"SDs), {beyond} of {n} rounds {verdict} the report's figure")
-        if beyond == n and n > 1:
-            reason += ("; every round is " + verdict + " it, so the report's own figure is the outlier here")
+        if beyond == n and n > 1 and verdict == "above":  # this study's worst round beats the report's mean
+            reason += "; every round is above it, so the report's own figure is the outlier here"
+        elif beyond == n and n > 1:
+            reason += "; every round is below it"
     return {"variant": row["arch"], "label": row["label"], "mean": mean, "ci": [lo, hi], "report": report,
             "report_sd": sd, "verdict": verdict, "points": points, "report_sds": sds, "reason": reason}
