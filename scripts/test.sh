@@ -9,6 +9,8 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
   { $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium; } >/dev/null 2>&1 \
     || echo "Chromium could not be installed: the HTML rendering test will be skipped" >&2
 fi
+# the example package of architectures of one's own, installed as a user would (its entry point is tested)
+python -m pip install --quiet --no-deps --no-build-isolation ./examples/digitpairs-examples
 digitpairs data fetch
 ruff check src tests scripts
 lint-imports  # the layers: pyproject.toml [tool.importlinter]

@@ -48,9 +48,9 @@ def test_results_name_the_device():
 
 
 def test_gpu_groups_are_whole_units():
-    assert group_rounds(CFG, "cpu") >= 2
+    assert group_rounds("siamese_ws", CFG, "cpu") >= 2
     if CUDA:
-        assert group_rounds(CFG, "cuda") == 10
+        assert group_rounds("siamese_ws", CFG, "cuda") == 10
 
 
 @gpu

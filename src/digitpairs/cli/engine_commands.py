@@ -14,13 +14,18 @@ from digitpairs.spec.registry import ARCHS, arch_config, get_arch
 
 
 def cmd_list(args) -> int:
+    """Every registered architecture (built in, from --plugin and from installed plugins), its #params built at
+    --size, and the plugin it came from."""
     cfg = Config().replace(size=args.size)
-    print(f"{'name':<24} {'label':<24} {'objective':<18} {'head':<6} {'branch':<18} {'#params':>8} {'report':>8}")
+    print(f"{'name':<24} {'label':<24} {'objective':<18} {'head':<10} {'branch':<22} {'#params':>8} {'report':>8}  "
+          "from")
     for name, arch in ARCHS.items():
         report = f"{arch.report[2]:,}" if arch.report else ""
-        branch = ",".join(["shared" if arch.share else "two"] + ["bn"] * arch.bn + ["dropout"] * arch.dropout)
-        print(f"{name:<24} {arch.label:<24} {arch.objective:<18} {arch.head:<6} {branch:<18} "
-              f"{create_model(name, cfg).num_params():>8,} {report:>8}")
+        mine = [arch.factory("branch").__qualname__] if arch.branch is not None else []
+        branch = ",".join(mine + ["shared" if arch.share else "two"] + ["bn"] * arch.bn + ["dropout"] * arch.dropout)
+        head = arch.head if isinstance(arch.head, str) else arch.head.__qualname__
+        print(f"{name:<24} {arch.label:<24} {arch.objective:<18} {head:<10} {branch:<22} "
+              f"{create_model(name, cfg).num_params():>8,} {report:>8}  {arch.plugin or 'built in'}")
     return 0
 
 

@@ -1,20 +1,19 @@
-"""main(): the `digitpairs` command. It parses the flags (cli/parser.py), loads the plugins, runs one command's
+"""main(): the `digitpairs` command. It parses the flags (cli/parser.py), loads the plugins (spec/plugins.py), runs one command's
 function and turns what ends it into an exit code and at most one line: 2 for what the user can fix, 130 and 143
 for Ctrl-C and SIGTERM. Each command's module is imported only when that command runs, so `--help` and the
 commands that only read the store load no torch."""
 
 import errno
 import importlib
-import importlib.util
 import os
 import signal
 import sqlite3
 import sys
 import threading
-from pathlib import Path
 
 from digitpairs.base.errors import UserError, printable
 from digitpairs.cli.parser import build_parser
+from digitpairs.spec import plugins
 
 COMMANDS = {  # command -> (module, function)
     "data": ("digitpairs.cli.store_commands", "cmd_data"),
@@ -32,28 +31,7 @@ COMMANDS = {  # command -> (module, function)
 }
 
 
-def load_plugin(name: str) -> None:
-    """Import a user's module (dotted name, or a path to a .py file) so that its architectures register."""
-    try:
-        if name.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(Path(name).stem, name)
-            if spec is None or not Path(name).is_file():
-                raise ImportError(f"no file {name}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(name)
-    except Exception as e:  # noqa: BLE001 - any failure in the user's module is reported in one line
-        moved = MOVED.get(getattr(e, "name", None) or "")
-        fix = f"digitpairs 0.3 moved it: write `{moved}`" if moved else "check the module"
-        raise UserError(f"cannot import plugin {name!r} ({type(e).__name__}: {e}): {fix}") from None
-
-
-MOVED = {  # modules of digitpairs 0.2 that plugins imported -> what they import now
-    "digitpairs.config": "from digitpairs import Arch, Config",
-    "digitpairs.models": "from digitpairs import register_arch, create_model",
-    "digitpairs.keep": "from digitpairs import load_model",
-}
+NEEDS_REGISTRY = {"list", "run", "reproduce", "bench", "predict"}  # commands that also load installed plugins
 
 
 SIGTERM_SEEN = threading.Event()
@@ -101,8 +79,10 @@ def main(argv=None) -> int:
     SIGTERM_SEEN.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
+        if args.command in NEEDS_REGISTRY:
+            plugins.load_installed()
         for plugin in getattr(args, "plugin", []):
-            load_plugin(plugin)
+            plugins.load(plugin)
         module, function = COMMANDS[args.command]
         return getattr(importlib.import_module(module), function)(args)
     except KeyboardInterrupt:

@@ -2,11 +2,12 @@
 line and exit code 2 for a bad one, before anything runs). Flags are named like the Config fields."""
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
 from digitpairs.base.errors import UserError, printable
-from digitpairs.spec.config import MAX_ROUNDS, QUICK, QUICK_ROUNDS, RUN_OPTIONS, Config
+from digitpairs.spec.config import CHOICES, GROUPS, MAX_ROUNDS, QUICK, QUICK_ROUNDS, Config, comments
 from digitpairs.spec.diagnosis import DEFAULT as DIAGNOSIS
 from digitpairs.spec.names import check_name
 from digitpairs.spec.studyfile import shipped_names
@@ -97,18 +98,19 @@ def add_data_dir(p):
                    help="MNIST cache folder (default: $DIGITPAIRS_DATA, else ~/.cache/digitpairs/mnist)")
 
 
-def add_device(p, d: Config, note: str = "") -> None:
+def add_device(p, d: Config) -> None:
+    """bench's device flags: --device, --[no-]cuda-graphs and --matmul-conv."""
     p.add_argument("--device", default=None,
                    help=f"where training runs: auto (the GPU when PyTorch sees one), cpu, cuda or cuda:N (default: "
-                        f"{d.device}){note}")
+                        f"{d.device})")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="on a GPU, capture each group's training step once in a CUDA graph and replay it (fewer "
                         "kernel launches; the same training as the plain GPU path, to rounding). Default: on where "
-                        "training runs on a GPU; --no-cuda-graphs launches every kernel as it comes" + note)
+                        "training runs on a GPU; --no-cuda-graphs launches every kernel as it comes")
     p.add_argument("--matmul-conv", action="store_true", default=None,
                    help="the convolutions as batched matmuls over unfolded patches instead of grouped convolutions "
                         "(the same function, summed in another order; slower on the CPU and on an H200, an option for "
-                        "other GPUs)" + note)
+                        "other GPUs)")
 
 
 def build_parser() -> Parser:
@@ -130,7 +132,7 @@ def build_parser() -> Parser:
     run.add_argument("study_file", type=path,
                      help=f"a study file (.toml), or the name of a shipped study: {', '.join(shipped_names())}")
     for p in (rep, run):
-        add_study_flags(p, d)
+        add_study_flags(p)
     rep.add_argument("--archs", type=arch_names, default=None,
                      help="comma-separated architecture names (default: the report's six and ws_bn_aug_bayes; see "
                           "`digitpairs list`)")
@@ -142,7 +144,7 @@ def build_parser() -> Parser:
     bench.add_argument("--epochs", type=positive_int, default=5, help="epochs per round (default: 5)")
     bench.add_argument("--rounds", type=at_most(MAX_BENCH_ROUNDS), default=10,
                        help=f"rounds, trained together by the engine, up to {MAX_BENCH_ROUNDS} (default: 10)")
-    bench.add_argument("--precision", choices=("fp32", "bf16"), default=d.precision,
+    bench.add_argument("--precision", choices=CHOICES["precision"], default=d.precision,
                        help=f"the engine's precision (default: {d.precision})")
     add_device(bench, d)
     add_data_dir(bench)
@@ -196,22 +198,12 @@ def add_reading(sub) -> tuple:
     return rpt, ver, ml
 
 
-def add_study_flags(rep, d: Config) -> None:
+def add_study_flags(rep) -> None:
+    """The flags of run and reproduce: the study's rounds, name, store and workers, then every Config field's."""
     rep.add_argument("--quick", action="store_true",
                      help=f"few pairs, epochs and rounds ({QUICK}, {QUICK_ROUNDS} rounds): the whole path in seconds")
     rep.add_argument("--rounds", type=at_most(MAX_ROUNDS),
                      help=f"rounds per architecture, up to {MAX_ROUNDS} (default: the study's)")
-    rep.add_argument("--epochs", type=positive_int, help=f"training epochs (default: {d.epochs})")
-    rep.add_argument("--size", type=int, help=f"image side, 28 or 14 (default: {d.size})")
-    rep.add_argument("--n-pairs", type=positive_int, help=f"training pairs per round (default: {d.n_pairs})")
-    rep.add_argument("--n-test", type=positive_int, help=f"test pairs per round (default: {d.n_test})")
-    rep.add_argument("--batch-size", type=positive_int, help=f"minibatch size (default: {d.batch_size})")
-    rep.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr})")
-    rep.add_argument("--alpha", type=float, help=f"weight of the auxiliary digit loss (default: {d.alpha})")
-    rep.add_argument("--aux-loss", choices=("ce", "l2"), help=f"auxiliary criterion (default: {d.aux_loss})")
-    rep.add_argument("--seed", type=int, help=f"base seed; round r uses seed + r (default: {d.seed})")
-    rep.add_argument("--precision", choices=("fp32", "bf16"),
-                     help=f"bf16: convolutions and matmuls in bfloat16 (default: {d.precision})")
     rep.add_argument("--study", type=study_name, default=None,
                      help="study name in the store: letters, digits and _ - . , = + [ ] (default: the study file's "
                           "name plus the overridden fields)")
@@ -229,7 +221,6 @@ def add_study_flags(rep, d: Config) -> None:
                      help="local: worker processes here; ray: each unit a Ray task (needs digitpairs[ray])")
     rep.add_argument("--address", default=None,
                      help="with --backend ray: the cluster's HOST:PORT (default: start Ray here)")
-    add_device(rep, d, "; a run option, not part of the study's name")
     rep.add_argument("--checkpoint-every", type=non_negative_int, default=1, metavar="N",
                      help="save each group's state after every N epochs, beside the store, so that the same command "
                           "after a kill resumes it from there; 0: no checkpoints (default: 1)")
@@ -239,10 +230,57 @@ def add_study_flags(rep, d: Config) -> None:
     rep.add_argument("--no-keep-models", dest="keep_models", action="store_false",
                      help="store no trained weights (by default every run's model is kept in the store)")
     add_data_dir(rep)
+    add_config_flags(rep)
 
 
-CONFIG_FLAGS = ("epochs", "size", "n_pairs", "n_test", "batch_size", "lr", "alpha", "aux_loss", "seed", "precision",
-                *RUN_OPTIONS)  # the run options (config.py) stay out of the study's name
+CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(Config))  # a flag each: --n-pairs for n_pairs
+COUNTS = ("epochs", "n_pairs", "n_test", "batch_size")  # int fields whose flag refuses values below 1 itself
+GROUP_NOTES = {"run options": "how a study runs, not what it trains: not part of the study's name"}
+
+
+def config_overrides(args) -> dict:
+    """{field: value} of the Config flags given on the command line."""
+    return {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
+
+
+def channels(text: str) -> tuple[int, int]:
+    """An argparse type: two comma-separated integers, e.g. 16,32 (Config.validate checks their range)."""
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected two comma-separated integers such as 16,32, not {text!r}")
+
+
+def flag_kind(f: dataclasses.Field) -> dict:
+    """add_argument's keywords for a Config field's flag: its choices, bool action or type."""
+    if f.name in CHOICES:
+        return {"choices": CHOICES[f.name]}
+    if f.type is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if f.type in (int, float):
+        return {"type": positive_int if f.name in COUNTS else f.type}
+    return {"type": channels, "metavar": "C1,C2"} if f.type is not str else {}
+
+
+def shown(value) -> str:
+    """A default as its flag takes it: 16,32 for a pair, true or false for a bool."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def add_config_flags(p) -> None:
+    """A flag for every Config field, in the argument groups of config.GROUPS, each with the field's comment as its
+    help; None where absent (the study file's value stays). Config.validate checks the values' ranges."""
+    d, helps, fields = Config(), comments(), {f.name: f for f in dataclasses.fields(Config)}
+    for title, names in GROUPS.items():
+        group = p.add_argument_group(title, GROUP_NOTES.get(title))
+        for name in names:
+            text = f"{helps[name]} (default: {shown(getattr(d, name))})".replace("%", "%%")
+            group.add_argument("--" + name.replace("_", "-"), default=None, help=text, **flag_kind(fields[name]))
 
 
 def add_predict(subparsers, store_default: Path = DEFAULT_STORE, path_type=path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from digitpairs import device as devices
 from digitpairs.base.errors import UserError
-from digitpairs.cli.parser import CONFIG_FLAGS, RUN_OPTIONS
+from digitpairs.cli.parser import config_overrides
 from digitpairs.export.mlflow import Live
 from digitpairs.report.write import output_dir, write_report
 from digitpairs.runner.ray import check_address
@@ -26,12 +26,11 @@ def cmd_run(args, study_file: Path | None = None, spec_changes: dict | None = No
     if args.address:
         check_address(args.address)
     path = studyfile.locate(study_file or args.study_file)
-    overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
+    overrides = config_overrides(args)
     spec = studyfile.read(path) | (spec_changes or {})
     study = studyfile.build(spec, str(path), quick=args.quick, overrides=overrides)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else study.rounds)
-    name = args.study or study.name + "-quick" * args.quick + "".join(
-        f"-{k}{v}" for k, v in sorted(overrides.items()) if k not in RUN_OPTIONS)
+    name = args.study or studyfile.run_name(study.name + "-quick" * args.quick, overrides)
     variants = study.variants
     if args.cuda_graphs is None and "cuda_graphs" not in spec.get("config", {}):  # neither flag nor file: on a GPU
         variants = tuple(dataclasses.replace(v, cfg=v.cfg.replace(cuda_graphs=True))

@@ -29,7 +29,7 @@ def evaluate(net: PairNet, x: torch.Tensor, classes: torch.Tensor, precision: st
         answer = net.predict(p_cmp, probs)
         correct += (answer == (truth[..., 0] <= truth[..., 1])).sum(1)
         if answers is not None:  # (K, b), (K, b, 2), (K, b): P(a <= b) is the mlp head's, or the digits'
-            p_le = p_cmp if net.arch.head == "mlp" else net.p_le(probs)
+            p_le = p_cmp if net.arch.learned_head else net.p_le(probs)
             for key, t in (("answer", answer), ("read", probs.argmax(-1)), ("p_le", p_le)):
                 answers.setdefault(key, []).append(t.cpu())
     net.train(was_training)

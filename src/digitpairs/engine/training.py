@@ -29,8 +29,9 @@ from digitpairs.engine.checkpoint import Checkpoints
 from digitpairs.engine.evaluate import evaluate, stack
 from digitpairs.engine.steps import GraphedStep, Step, train_epoch
 from digitpairs.kernels.build import used
-from digitpairs.model import KConv2d, PairNet, create_model
+from digitpairs.model import KConv2d, PairNet, create_model, own_path
 from digitpairs.model.weights import to_bytes
+from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config, what_it_trains
 from digitpairs.spec.provenance import code_version
@@ -42,12 +43,29 @@ GROUP_BYTES = 12e6  # on the CPU, a group's largest activation at most this (whe
 GPU_GROUP = 10  # on a GPU, rounds per batched model: a whole unit of the default --batch-rounds
 
 
-def group_rounds(cfg: Config, device: str | torch.device | None = None) -> int:
-    """Rounds per group for this config on this device: at least 2 and within the cache budget on the CPU."""
+def group_rounds(arch: Arch | str, cfg: Config, device: str | torch.device | None = None) -> int:
+    """Rounds per group for this architecture and config on this device: at least 2 and within the cache budget on
+    the CPU; 1 for a network of yours that cannot be batched (model.members)."""
+    arch = get_arch(arch) if isinstance(arch, str) else arch
+    mode, _, own_bytes = own_path(arch, arch_config(arch, cfg))
+    if mode == "plain":
+        return 1
     name = str(device or cfg.device)  # not resolved for "cuda": a Ray driver without a GPU plans for its cluster's
     if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
         return GPU_GROUP
-    return max(2, int(GROUP_BYTES // (cfg.members * first_map_bytes(cfg))))
+    return max(2, int(GROUP_BYTES // (cfg.members * step_bytes(arch, cfg, own_bytes))))
+
+
+def step_bytes(arch: Arch, cfg: Config, own_bytes: int) -> int:
+    """One member's largest activation in a training step: the built-in branch's first map, or yours."""
+    if arch.branch is None:
+        return first_map_bytes(cfg)
+    return max(1, own_bytes // (2 if cfg.precision == "bf16" else 1))
+
+
+def own_code(arch: Arch) -> list[str | None]:
+    """The hashes of the source files of an architecture's networks of yours (spec.plugins.code_hash)."""
+    return [plugins.code_hash(arch.factory(part)) for part in arch.own_parts]
 
 
 def chunks(n: int, size: int) -> list[int]:
@@ -69,7 +87,7 @@ def train(arch: Arch | str, cfg: Config, datas: Iterable[PairData], rounds: list
     arch = get_arch(arch) if isinstance(arch, str) else arch
     cfg = arch_config(arch, cfg)  # a registered architecture's own settings (epochs, augmentation, ...)
     dev = devices.check(device or cfg.device, cfg.cuda_graphs)
-    groups = groups or chunks(len(rounds), group_rounds(cfg, dev))
+    groups = groups or chunks(len(rounds), group_rounds(arch, cfg, dev))
     if sum(groups) != len(rounds) or min(groups) < 1:
         raise ValueError(f"groups {groups} do not cover the {len(rounds)} rounds")
     ends = list(itertools.accumulate(groups, initial=0))
@@ -156,10 +174,10 @@ def train_group(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: l
     steps_per_epoch = -(-data["train_x"].shape[1] // cfg.batch_size)
     net, opt, sched = build(arch, cfg, seeds, dev, channels_last, cfg.epochs * steps_per_epoch)
     # on the CPU, evaluation batches within the cache budget too (at 28x28, 3 rounds: 100 pairs, not 250)
-    eval_batch = None if dev.type == "cuda" else max(10, int(GROUP_BYTES * cfg.batch_size
-                                                             // (k * m * first_map_bytes(cfg))))
+    per_member = step_bytes(arch, cfg, own_path(arch, cfg)[2])
+    eval_batch = None if dev.type == "cuda" else max(10, int(GROUP_BYTES * cfg.batch_size // (k * m * per_member)))
     key = {"arch": arch.to_dict(), "rounds": rounds, "seeds": seeds, "code": code_version()["code_hash"],
-           "config": what_it_trains(cfg.to_dict())}
+           "config": what_it_trains(cfg.to_dict())} | ({"yours": own_code(arch)} if arch.own else {})
     done, curves = checkpoints.load(rounds, key, net, opt, sched) if checkpoints else (0, [[] for _ in range(k)])
     if done and on_epoch is not None:
         on_epoch(k * done)

@@ -8,6 +8,9 @@ initialisation and the same random stream, whatever K is.
 Output contract, for every architecture: forward(x) with x (K, B, 2, S, S) returns
   cmp    (K, B)        comparison logit, > 0 means "first digit <= second"
   digits (K, B, 2, 10) digit logits of the two images
+
+A branch or head of your own (Arch.branch, Arch.head) is a Members module (model/members.py) in the same place,
+with the same contract.
 """
 
 import math
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitpairs.kernels import batch_norm_relu
+from digitpairs.model import members
 from digitpairs.model.layers import KBatchNorm1d, KConv2d, KDropout, KLinear
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
@@ -64,22 +68,38 @@ class PairNet(nn.Module):
         self.arch, self.k, self.members = arch, k, cfg.members
         self.rngs: list[torch.Generator] = [torch.Generator() for _ in range(k)]  # per-member random stream
         n_branches = 1 if arch.share else 2  # weight sharing: one branch called twice; none: two instances
-        self.branches = nn.ModuleList(Branch(k, cfg, arch.bn, arch.dropout, self.rngs) for _ in range(n_branches))
-        if arch.head == "mlp":  # 3 linear layers on the 20 digit probabilities
+        self.size = cfg.size
+        if arch.branch is None:
+            branches = [Branch(k, cfg, arch.bn, arch.dropout, self.rngs) for _ in range(n_branches)]
+        else:  # yours: images (N, 1, S, S) -> digit logits (N, 10)
+            branches = [members.create(arch.factory("branch"), (cfg.size,), k, self.rngs, arch.name, "branch",
+                                       (1, cfg.size, cfg.size), (10,)) for _ in range(n_branches)]
+        self.branches = nn.ModuleList(branches)
+        if "head" in arch.own_parts:  # yours: the 20 digit probabilities -> one logit
+            self.head = members.create(arch.factory("head"), (), k, self.rngs, arch.name, "head", (20,), (1,))
+        elif arch.head == "mlp":  # 3 linear layers on the 20 digit probabilities
             h = cfg.head_hidden
             self.head = nn.ModuleList([KLinear(k, 20, h), KLinear(k, h, h), KLinear(k, h, 1)])
         else:  # "logic" and "prob": no parameters; the comparison follows from the two digit predictions
             self.head = nn.ModuleList()
             self.register_buffer("le", torch.ones(10, 10).triu(), persistent=False)  # le[i, j] = 1 if i <= j
 
-    def dropouts(self) -> list[KDropout]:
-        """The dropout layers that draw, in the order a forward calls them."""
-        return [b.drop for b in self.branches if isinstance(b.drop, KDropout) and b.drop.p > 0]
+    def own_parts(self) -> list[members.Members]:
+        """The modules of yours, in the order a forward calls them (the branches, then the head)."""
+        return [m for m in [*self.branches, self.head] if isinstance(m, members.Members)]
+
+    def dropouts(self) -> list:
+        """The dropout layers that draw, in the order a forward calls them (KDropout, MemberDropout)."""
+        built_in = [b.drop for b in self.branches if isinstance(b, Branch) and isinstance(b.drop, KDropout)]
+        return [d for d in built_in if d.p > 0] + [d for m in self.own_parts() for d in m.dropouts if d.p > 0]
 
     def draw_masks(self, b: int) -> list[torch.Tensor]:
         """The keep masks of a training forward on b pairs, drawn in the order the forward would draw them: a shared
-        branch sees both images of every pair (2b rows), each unshared branch one image (b rows)."""
-        return [d.draw(2 * b // len(self.branches)) for d in self.dropouts()]
+        branch sees both images of every pair (2b rows), each unshared branch one image (b rows), a head b rows."""
+        rows = {id(d): 2 * b // len(self.branches) for d in self.dropouts()}
+        if isinstance(self.head, members.Members):
+            rows |= {id(d): b for d in self.head.dropouts}
+        return [d.draw(rows[id(d)]) for d in self.dropouts()]
 
     def num_params(self) -> int:
         """Parameters of one round's model, i.e. of its `members` ensemble members (BatchNorm's affine parameters
@@ -100,8 +120,10 @@ class PairNet(nn.Module):
                 total += 2 * module.weight.numel() * output.shape[1]
 
         hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, KConv2d | KLinear)]
+        images = 2 // len(self.branches)  # per pair, through each branch
+        total = sum(m.info.flops * (1 if m.role == "head" else images) for m in self.own_parts())
         try:
-            size = self.branches[0].size
+            size = self.size
             with torch.no_grad():
                 self.eval()
                 self(torch.zeros(self.k, 1, 2, size, size))
@@ -111,7 +133,13 @@ class PairNet(nn.Module):
         return total // self.k
 
     def seed(self, init_seeds: list[int], stream_seeds: list[int]) -> "PairNet":
-        """Initialise member k from init_seeds[k] (PyTorch's default uniform bounds) and reset its random stream."""
+        """Initialise member k from init_seeds[k] (PyTorch's default uniform bounds; a module of yours as its
+        factory initialises it, from torch's generator seeded with init_seeds[k]) and reset its random stream."""
+        for k, s_init in enumerate(init_seeds):
+            with members.RNG_LOCK, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s_init)
+                for part in self.own_parts():  # one after another, so that two unshared branches differ
+                    part.set_member(k, part.fresh())
         for k, (s_init, s_stream) in enumerate(zip(init_seeds, stream_seeds, strict=True)):
             g = torch.Generator().manual_seed(s_init)
             for m in self.modules():
@@ -125,12 +153,19 @@ class PairNet(nn.Module):
 
     def forward(self, x):
         k, b, _, s, _ = x.shape
-        if len(self.branches) == 1:  # both images through the same branch: (2B, K, S, S)
+        if self.arch.branch is not None:  # yours: (K, N, 1, S, S) -> (K, N, 10)
+            if len(self.branches) == 1:
+                digits = self.branches[0](x.reshape(k, b * 2, 1, s, s)).view(k, b, 2, 10)
+            else:
+                digits = torch.stack([br(x[:, :, i:i + 1]) for i, br in enumerate(self.branches)], dim=2)
+        elif len(self.branches) == 1:  # both images through the same branch: (2B, K, S, S)
             digits = self.branches[0](x.permute(1, 2, 0, 3, 4).reshape(b * 2, k, s, s)).view(k, b, 2, 10)
         else:
             digits = torch.stack([br(x[:, :, i].transpose(0, 1)) for i, br in enumerate(self.branches)], dim=2)
         digits = digits.float()  # probabilities and the comparison in fp32, also under bf16 autocast
         probs = digits.softmax(-1)  # (K, B, 2, 10)
+        if isinstance(self.head, members.Members):
+            return self.head(probs.reshape(k, b, 20)).float(), digits
         if self.arch.head == "mlp":
             h = probs.reshape(k, b, 20)
             for i, layer in enumerate(self.head):
@@ -173,3 +208,19 @@ def create_model(arch: Arch | str, cfg: Config, k: int = 1) -> PairNet:
     """A PairNet of K members for a registered name or an Arch; the Arch's own settings apply."""
     arch = get_arch(arch) if isinstance(arch, str) else arch
     return PairNet(arch, arch_config(arch, cfg), k)
+
+
+def own_path(arch: Arch, cfg: Config) -> tuple[str, str, int]:
+    """How an architecture's networks of yours train: ("batched" | "batched-random" | "plain", why not fully
+    batched, the bytes of one member's largest activation in a training step in fp32); ("built-in", "", 0) for an
+    architecture without any (spec.shapes sizes those)."""
+    arch = get_arch(arch) if isinstance(arch, str) else arch
+    if not arch.own:
+        return "built-in", "", 0
+    net = create_model(arch, cfg)
+    parts = net.own_parts()
+    modes = {p.info.mode for p in parts}
+    mode = next(m for m in ("plain", "batched-random", "batched") if m in modes)
+    why = next((p.info.why for p in parts if p.info.mode == mode and p.info.why), "")
+    rows = {id(p): 1 if p.role == "head" else 2 // len(net.branches) for p in parts}  # images per pair
+    return mode, why, max(p.info.act_bytes * rows[id(p)] for p in parts) * cfg.batch_size

@@ -70,7 +70,7 @@ def answer(models: list, first: list[torch.Tensor], second: list[torch.Tensor]) 
             p_cmp, probs = p_cmp + pc / len(models), probs + pr / len(models)
         net = models[0][0]  # every round of a variant has the same head
         le = net.predict(p_cmp[None], probs[None])[0]
-        p_le = p_cmp if net.arch.head == "mlp" else net.p_le(probs[None])[0]
+        p_le = p_cmp if net.arch.learned_head else net.p_le(probs[None])[0]
         p_digit, digit = probs.max(-1)  # (B, 2)
         for i in range(len(le)):
             out.append({"digit_first": int(digit[i, 0]), "p_first": float(p_digit[i, 0]),

@@ -20,6 +20,7 @@ import torch
 from digitpairs.base.errors import UserError, first_line
 from digitpairs.model import PairNet
 from digitpairs.model.weights import from_bytes
+from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch, current_arch
 from digitpairs.spec.config import Config
 from digitpairs.store import Store, weights
@@ -35,7 +36,10 @@ def rebuild(config: dict) -> tuple[Arch, Config]:
     arch = {k: v for k, v in current_arch(config["arch"]).items() if k in arch_fields}  # an old `aux`: objective
     arch["report"] = tuple(arch["report"]) if arch.get("report") else None
     arch["extra"] = {}  # the stored Config is resolved already: the architecture's own settings are in it
-    return Arch(**arch), Config().replace(**cfg)
+    arch = Arch(**arch)  # a network of yours by its reference: found again in its plugin (spec/plugins.py)
+    for part in arch.own_parts:
+        arch.factory(part)
+    return arch, Config().replace(**cfg)
 
 
 def build(arch: Arch, cfg: Config, state: dict[str, torch.Tensor]) -> PairNet:
@@ -68,7 +72,7 @@ def load_model(store, study: str, arch: str, round: int) -> tuple[PairNet, Confi
     (mean, SD) its images were normalised with). store: a Store or the path of one; arch: the variant's name as
     stored (a registered name, or name[overrides]). See the module's docstring for an example."""
     with opened(store) as s:
-        s.study_config(study)  # an unknown study: the studies there, in one line
+        plugins.load_all(s.study_config(study).get("plugins", []))  # an unknown study: the studies there, in one line
         if not weights.has_table(s.db):
             raise weights.no_model(s, study)
         row = weights.stored(s.db, study, arch, round)

@@ -14,6 +14,7 @@ from typing import Protocol
 from digitpairs.base.errors import UserError
 from digitpairs.runner.driver import Driver
 from digitpairs.runner.units import Unit, init, interrupts_blocked, run_unit, worker_init
+from digitpairs.spec import plugins
 
 WAIT_S = 0.5  # how long the loop waits for a result before it ticks the progress again
 
@@ -110,7 +111,8 @@ class ProcessPool:
         self.workers, self.work, self.shown, self.aborted = workers, work, 0, False
         self.counter, lock = ctx.RawValue("q", 0), ctx.Lock()  # epochs finished by every worker together
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init,
-                                        initargs=(data_dir, threads, self.counter, lock, os.getpid()))
+                                        initargs=(data_dir, threads, self.counter, lock, os.getpid(),
+                                                  tuple(plugins.loaded())))
 
     def slots(self) -> int:
         return self.workers

@@ -1,4 +1,5 @@
 """`digitpairs bench`: a plain PyTorch training loop against the engine, same architecture and rounds, one process.
+For an architecture with a network of yours, the reference trains your module itself, one model at a time.
 
 Reference: the loop a user would write, independent of the engine: a plain nn.Module (nn.Conv2d, nn.MaxPool2d,
 nn.BatchNorm, nn.ReLU, nn.Dropout, nn.Linear, as the architecture needs), one model at a time, fp32, NCHW,
@@ -28,7 +29,7 @@ from digitpairs.data import mnist
 from digitpairs.data.pairs import augment, round_for, target_of
 from digitpairs.engine import group_rounds, train
 from digitpairs.kernels import library
-from digitpairs.model import average
+from digitpairs.model import average, create_model, own_path
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
 from digitpairs.spec.shapes import flops_per_pair, kernel_size
@@ -56,7 +57,7 @@ class PlainNet(nn.Module):
         pad = ks // 2 if cfg.pad else 0
         side = ((cfg.size + 2 * pad - ks + 1) // 2 + 2 * pad - ks + 1) // 2
 
-        def branch():
+        def cnn():
             norm = nn.BatchNorm2d if arch.bn else lambda c: nn.Identity()
             return nn.Sequential(
                 nn.Conv2d(1, c1, ks, padding=pad, bias=not arch.bn), nn.MaxPool2d(2), norm(c1), nn.ReLU(),
@@ -65,11 +66,14 @@ class PlainNet(nn.Module):
                 nn.BatchNorm1d(h) if arch.bn else nn.Identity(), nn.ReLU(),
                 nn.Dropout(cfg.dropout_p) if arch.dropout else nn.Identity(), nn.Linear(h, 10))
 
+        def branch():  # yours as your factory builds it, or the report's CNN
+            return arch.factory("branch")(cfg.size) if arch.branch is not None else cnn()
+
         self.arch = arch
         self.branches = nn.ModuleList(branch() for _ in range(1 if arch.share else 2))
         hh = cfg.head_hidden  # "logic" and "prob": the comparison follows from the digits, no parameters
         self.head = (nn.Sequential(nn.Linear(20, hh), nn.ReLU(), nn.Linear(hh, hh), nn.ReLU(), nn.Linear(hh, 1))
-                     if arch.head == "mlp" else None)
+                     if arch.head == "mlp" else arch.factory("head")() if "head" in arch.own_parts else None)
 
     def forward(self, x):
         b, _, s, _ = x.shape
@@ -79,7 +83,7 @@ class PlainNet(nn.Module):
             digits = torch.stack([br(x[:, i:i + 1]) for i, br in enumerate(self.branches)], 1)
         probs = digits.softmax(-1)
         if self.head is not None:
-            return self.head(probs.view(b, 20)).squeeze(-1), digits
+            return self.head(probs.view(b, 20)).reshape(b), digits
         p_le = self.p_le(probs).clamp(1e-6, 1 - 1e-6)  # "logic", "prob": P(a <= b) as the comparison's logit
         return torch.log(p_le) - torch.log1p(-p_le), digits
 
@@ -165,11 +169,16 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     seeds = [cfg.seed + r for r in range(rounds)]
     n_train = datas[0].train_x.shape[0]
     # per model-epoch: forward + backward (3x forward) on the training pairs, forward on the test pairs
-    flops = flops_per_pair(arch, cfg) * (3 * n_train + cfg.n_test)
+    flops = (create_model(arch, cfg).flops_per_pair() if arch.own else flops_per_pair(arch, cfg)) * (
+        3 * n_train + cfg.n_test)
     threads = 1 if dev.type == "cuda" else torch.get_num_threads()
-    groups = balanced_groups(rounds, threads, group_rounds(cfg, dev))
+    groups = balanced_groups(rounds, threads, group_rounds(arch, cfg, dev))
     log(f"bench {arch.name}: {rounds} rounds x {cfg.epochs} epochs at {cfg.size}x{cfg.size}, "
         f"{flops / 1e9:.1f} GFLOP per model-epoch; the engine's groups {groups}")
+    if arch.own:
+        mode, why, _ = own_path(arch, cfg)
+        log(f"your network: {mode} in the engine{f' ({why})' if why else ''}; the reference trains your module "
+            "as your factory builds it")
     kernels = ("PyTorch's" if dev.type != "cpu" else "compiled" if library() else
                "PyTorch's (not built: no working C compiler, or no writable cache)")
     log(f"machine: {devices.name(dev)}, {torch.get_num_threads()} threads; matmul rate fp32 "

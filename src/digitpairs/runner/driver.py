@@ -17,6 +17,7 @@ from tqdm import tqdm
 from digitpairs.base.errors import UserError, reason
 from digitpairs.base.files import probe
 from digitpairs.engine.checkpoint import Checkpoints, in_folder
+from digitpairs.model import create_model
 from digitpairs.runner.units import Unit
 from digitpairs.spec.records import RunResult
 from digitpairs.spec.shapes import flops_per_pair
@@ -42,7 +43,8 @@ def plan(study: Study, sizes: dict[str, int], done: set[tuple[str, int]]) -> lis
 def cost(v: Variant) -> float:
     """A round's training work in FLOPs (forward, per pair, times pairs, epochs and members)."""
     c = v.cfg
-    return flops_per_pair(v.arch, c) * c.n_pairs * c.epochs * c.members
+    flops = create_model(v.arch, c).flops_per_pair() if v.arch.own else flops_per_pair(v.arch, c)
+    return flops * c.n_pairs * c.epochs * c.members
 
 
 def run_config(v: Variant) -> dict:

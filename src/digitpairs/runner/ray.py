@@ -5,11 +5,13 @@ only when asked for: the extra digitpairs[ray]). The driver claims units and wri
 import os
 import signal
 import socket
+import sys
 
 from digitpairs.base.errors import UserError, first_line, reason
 from digitpairs.base.procfs import descendants
 from digitpairs.data import mnist
 from digitpairs.runner.units import Unit, init, interrupts_blocked, on_this_machine, run_unit
+from digitpairs.spec import plugins
 from digitpairs.spec.records import RunResult
 
 RAY_RESUBMITS = 3  # resubmissions of a unit lost with its node or worker (the driver resubmits, not Ray)
@@ -71,6 +73,18 @@ def _ray_start(address: str | None, threads: int):
     return ray
 
 
+def by_value(variants) -> None:
+    """A plugin file's code travels with the tasks (a node need not have the file); an installed plugin's module is
+    imported there by name, so its package must be installed on every node."""
+    import cloudpickle
+
+    for v in variants:
+        for part in v.arch.own_parts:
+            module = sys.modules.get(v.arch.factory(part).__module__)
+            if module is not None and module.__name__.startswith(plugins.FILE_PREFIX):
+                cloudpickle.register_pickle_by_value(module)
+
+
 class RayBackend:
     """Ray tasks: at most as many units in flight as the cluster has slots of `threads` CPUs (and a GPU on CUDA). A
     unit lost with its node or worker is resubmitted, up to RAY_RESUBMITS times."""
@@ -91,6 +105,7 @@ class RayBackend:
                 raise UserError(f"--device cuda: the Ray cluster has no GPU ({have.get('CPU', 0):g} CPUs, no GPU): "
                                 "pass --device cpu, or add a node with a GPU")
             self.task = self.ray.remote(num_cpus=threads, num_gpus=self.gpus, max_retries=0)(ray_unit)
+            by_value(variants)
         except BaseException:
             _ray_stop(self.ray, own=not address)
             raise

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from digitpairs.data import mnist
 from digitpairs.engine import group_rounds
+from digitpairs.model import own_path
 from digitpairs.runner.backends import InProcess, ProcessPool, dispatch
 from digitpairs.runner.driver import Driver
 from digitpairs.runner.ray import RayBackend
-from digitpairs.spec.studyfile import Study
+from digitpairs.spec.studyfile import Study, Variant
 from digitpairs.store import Store
 
 
@@ -28,7 +29,9 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
     on_stored(runs) where given (live tracking)."""
     spec = study.spec()
     for entry, v in zip(spec["variants"], study.variants):
-        entry["group_rounds"] = group_rounds(v.cfg)  # kept only where the store has none for the variant
+        entry["group_rounds"] = group_rounds(v.arch, v.cfg)  # kept only where the store has none for the variant
+        if v.arch.own:  # built and checked (a factory that fails is one line, before anything is stored)
+            log(path_line(v, min(entry["group_rounds"], study.rounds)))
     drv = Driver(study, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
                  checkpoint_every=checkpoint_every, keep_models=keep_models, on_stored=on_stored)
     drv.plan(store.ensure_study(study.name, spec, write=False))  # checked; stored once the rest is checked
@@ -46,6 +49,17 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
     finally:
         drv.close()
     return drv.trained
+
+
+def path_line(v: Variant, group: int) -> str:
+    """How a variant with networks of yours trains (model/members.py), in one line."""
+    mode, why, _ = own_path(v.arch, v.cfg)
+    if mode == "batched":
+        return f"{v.name}: batched, {group} rounds at once as one model (torch.func.vmap)"
+    if mode == "batched-random":
+        return (f"{v.name}: batched, {group} rounds at once as one model (torch.func.vmap); its own random "
+                f"operations draw from torch's generator, seeded per group ({why})")
+    return f"{v.name}: one round at a time, the rounds spread over threads and workers (not batched: {why})"
 
 
 def backend_for(drv: Driver, data_dir, backend: str, workers: int, threads: int | None, address: str | None):

@@ -19,6 +19,7 @@ from digitpairs.data import mnist
 from digitpairs.data.pairs import round_for
 from digitpairs.engine import train
 from digitpairs.engine.checkpoint import Checkpoints, in_folder
+from digitpairs.spec import plugins
 from digitpairs.spec.provenance import code_version
 from digitpairs.spec.records import RunResult
 from digitpairs.spec.studyfile import Variant
@@ -100,12 +101,15 @@ def interrupts_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def worker_init(data_dir, threads: int, counter, lock, parent: int) -> None:
-    """A worker process's set-up: interrupts ignored, its end tied to the driver's, progress into `counter`."""
+def worker_init(data_dir, threads: int, counter, lock, parent: int, sources: tuple = ()) -> None:
+    """A worker process's set-up: interrupts ignored, its end tied to the driver's, progress into `counter`, and
+    the driver's plugins loaded before any unit is read (its networks of yours are pickled by reference)."""
     for sig in INTERRUPTS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
     die_with_parent(parent)
+    plugins.load_installed()
+    plugins.load_all(sources)
 
     def tick(n: int) -> None:  # the driver reads the counter without the lock: it never waits on a worker
         with lock:

@@ -1,8 +1,11 @@
 """Every hyperparameter, in one typed dataclass with its reason; presets are just overrides of it. No torch."""
 
 import dataclasses
+import inspect
+import io
 import math
 import re
+import tokenize
 from dataclasses import dataclass
 
 from digitpairs.base.errors import UserError
@@ -12,6 +15,8 @@ MNIST_TRAIN, MNIST_TEST = 60000, 10000  # images in MNIST's splits: a round's pa
 MAX_EPOCHS = 1000  # far beyond any study here; a typo such as 10**9 is refused instead of running for years
 MAX_SEED = 2**32 - 1  # seeds are stored as SQLite integers and fed to NumPy's SeedSequence: any bound this size works
 DEVICE_FORM = re.compile(r"auto|cpu|cuda(:\d{1,4})?")  # no machine has 10,000 GPUs; torch refuses 2^31
+CHOICES = {  # the str fields that hold one of a few words, and the words
+    "aux_loss": ("ce", "l2"), "schedule": ("constant", "onecycle"), "precision": ("fp32", "bf16")}
 
 
 def _type_error(f: dataclasses.Field, value) -> str | None:
@@ -29,6 +34,15 @@ def _type_error(f: dataclasses.Field, value) -> str | None:
     else:  # tuple[int, int]
         ok, what = isinstance(value, tuple) and len(value) == 2 and all(map(integer, value)), "two integers"
     return None if ok else f"{f.name} must be {what}, not {value!r}"
+
+
+GROUPS = {  # every Config field by what it sets: the sections of `digitpairs run --help`
+    "data": ("size", "n_pairs", "n_test", "n_val", "swap", "shift", "rotate", "scale", "elastic"),
+    "model": ("channels", "hidden", "pad", "head_hidden", "dropout_p", "members", "tta"),
+    "training": ("epochs", "batch_size", "lr", "alpha", "aux_loss", "schedule", "label_smoothing", "seed",
+                 "precision"),
+    "run options": RUN_OPTIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -55,20 +69,20 @@ class Config:
     # beyond the report: every lever is off by default (the report's protocol); docs/accuracy.md measures each
     schedule: str = "constant"  # learning rate: "constant" (the report's) or "onecycle" (PyTorch's OneCycleLR:
     #                             30% warm-up to lr, cosine to ~0, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95)
-    label_smoothing: float = 0.0  # of the auxiliary digit cross entropy
-    shift: float = 0.0  # augmentation, per image and step: random translation up to this fraction of the side,
-    rotate: float = 0.0  # rotation up to this many degrees (small: a 6 must not become a 9),
-    scale: float = 0.0  # scaling by a factor in [1 - scale, 1 + scale],
-    elastic: float = 0.0  # and a smooth random displacement field with this SD (a fraction of the side)
+    label_smoothing: float = 0.0  # label smoothing of the auxiliary digit cross entropy
+    shift: float = 0.0  # augmentation, per image and step: random translation up to this fraction of the side
+    rotate: float = 0.0  # augmentation: rotation up to this many degrees (small: a 6 must not become a 9)
+    scale: float = 0.0  # augmentation: scaling by a factor in [1 - scale, 1 + scale]
+    elastic: float = 0.0  # augmentation: a smooth random displacement field with this SD (a fraction of the side)
     members: int = 1  # models trained per round, each with its own initialisation, data order and augmentation;
     #                   the round's prediction comes from their averaged probabilities (an ensemble)
     tta: int = 1  # test-time views averaged in the final evaluation (1: the image alone; up to 9: plus its shifts
     #               by one pixel); the per-epoch curves before the last epoch use the image alone
     # reproducibility and speed
     seed: int = 0  # base seed; round r uses seed + r for its pairs, initialisation and data order
-    precision: str = "bf16"  # convolutions and matmuls in bfloat16 (weights, Adam, softmax and losses stay fp32):
-    #                          faster on CPUs with bf16 instructions; not 1 point below "fp32" on validation pairs
-    #                          wherever 10 rounds can bound it (studies/precision.toml, docs/benchmarks.md)
+    precision: str = "bf16"  # "bf16": convolutions and matmuls in bfloat16 (weights, Adam, softmax and losses stay
+    #                          fp32): faster on CPUs with bf16 instructions; not 1 point below "fp32" on validation
+    #                          pairs wherever 10 rounds can bound it (studies/precision.toml, docs/benchmarks.md)
     device: str = "auto"  # where training runs: "auto" (the GPU when PyTorch sees one), "cpu", "cuda", "cuda:N";
     #                       a run option, not part of a study's identity (a study may be resumed on another device)
     cuda_graphs: bool = False  # on a GPU, each group's training step captured once in a CUDA graph and replayed
@@ -95,13 +109,12 @@ class Config:
             (1 <= self.batch_size <= MNIST_TRAIN, f"batch_size must be in [1, {MNIST_TRAIN}], not {self.batch_size}"),
             (0 < self.lr <= 1, f"lr must be in (0, 1], not {self.lr}"),
             (0 <= self.alpha <= 100, f"alpha must be in [0, 100], not {self.alpha}"),
-            (self.aux_loss in ("ce", "l2"), f"aux_loss must be 'ce' or 'l2', not {self.aux_loss!r}"),
+            self._choice("aux_loss"),
             (all(1 <= c <= 512 for c in self.channels), f"channels must be two widths in [1, 512], not {self.channels}"),
             (1 <= self.hidden <= 4096, f"hidden must be in [1, 4096], not {self.hidden}"),
             (1 <= self.head_hidden <= 1024, f"head_hidden must be in [1, 1024], not {self.head_hidden}"),
             (0 <= self.dropout_p < 1, f"dropout_p must be in [0, 1), not {self.dropout_p}"),
-            (self.schedule in ("constant", "onecycle"),
-             f"schedule must be 'constant' or 'onecycle', not {self.schedule!r}"),
+            self._choice("schedule"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
             (0 <= self.shift <= 0.25, f"shift must be in [0, 0.25] (a fraction of the side), not {self.shift}"),
             (0 <= self.rotate <= 45, f"rotate must be in [0, 45] degrees, not {self.rotate}"),
@@ -110,7 +123,7 @@ class Config:
             (1 <= self.members <= 16, f"members must be in [1, 16], not {self.members}"),
             (1 <= self.tta <= 9, f"tta must be in [1, 9], not {self.tta}"),
             (0 <= self.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}], not {self.seed}"),
-            (self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', not {self.precision!r}"),
+            self._choice("precision"),
             (DEVICE_FORM.fullmatch(self.device) is not None,
              f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
         ]
@@ -118,6 +131,11 @@ class Config:
             if not ok:
                 raise UserError(message)
         return self
+
+    def _choice(self, name: str) -> tuple[bool, str]:
+        """(whether the field is one of its CHOICES, the message if not)."""
+        value, words = getattr(self, name), CHOICES[name]
+        return value in words, f"{name} must be {' or '.join(map(repr, words))}, not {value!r}"
 
     def replace(self, **overrides) -> "Config":
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -127,6 +145,26 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def comments() -> dict[str, str]:
+    """{field: its comment in Config above, in one line}: the comment beside the field joined with the comments
+    alone on the lines below it that are indented past their `#` (what the field means; the help of its flag)."""
+    names, out, field = {f.name for f in dataclasses.fields(Config)}, {}, None
+    for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(Config)).readline):
+        if token.type != tokenize.COMMENT:
+            continue
+        code, text = token.line[:token.start[1]].strip(), token.string[1:]
+        if code:
+            name = code.split(":")[0]
+            field = name if name in names else None
+            if field:
+                out[field] = text.strip()
+        elif field and text.startswith("  "):
+            out[field] += " " + text.strip()
+        else:
+            field = None
+    return out
 
 
 def what_it_trains(config: dict) -> dict:

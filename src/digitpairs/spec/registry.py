@@ -6,16 +6,24 @@ builds its network.
 import dataclasses
 
 from digitpairs.base.errors import UserError
+from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
+from digitpairs.spec.names import check_name
 
 ARCHS: dict[str, Arch] = {}
 
 
 def register(arch: Arch) -> Arch:
-    """Add a named architecture to the registry (`digitpairs list`, studies and the tests pick it up)."""
+    """Add a named architecture to the registry (`digitpairs list`, studies and the tests pick it up); one
+    registered while a plugin loads remembers that plugin."""
+    check_name(arch.name, "architecture name")
     if arch.name in ARCHS:
-        raise ValueError(f"architecture {arch.name!r} is already registered")
+        where = ARCHS[arch.name].plugin
+        raise UserError(f"architecture {arch.name!r} is already registered"
+                        + (f" (by {where})" if where else " (a built-in one)") + ": give yours another name")
+    if plugins.CURRENT and arch.plugin is None:
+        arch = dataclasses.replace(arch, plugin=plugins.CURRENT[-1])
     ARCHS[arch.name] = arch.validate()
     return arch
 
@@ -54,9 +62,18 @@ register(Arch("ws_bn_aug_bayes", "WS,BN,AUG,Bayes", objective="digits", bn=True,
 
 
 def get_arch(name: str) -> Arch:
+    """A registered architecture; the installed plugins are loaded first where the name is not known yet."""
+    if name not in ARCHS:
+        plugins.load_installed()
     if name not in ARCHS:
         raise UserError(f"unknown architecture {name!r}: choose from {', '.join(ARCHS)} (see `digitpairs list`)")
     return ARCHS[name]
+
+
+def list_archs() -> list[str]:
+    """The names of every architecture: built in, registered, and from installed plugins."""
+    plugins.load_installed()
+    return list(ARCHS)
 
 
 def own_settings(arch: Arch, size: int) -> dict:

@@ -5,6 +5,8 @@
     archs = ["siamese_ws_aux", {name = "siamese_ws", dropout = true, variant = "ws_drop"}]
     select = "val"                 # optional: choose each sweep's value by validation accuracy
     model = "siamese_ws_aux"       # optional: the variant `digitpairs predict` answers with (else: by validation)
+    plugins = ["my_nets.py"]       # optional: modules that register architectures (.py paths relative to this file,
+                                   # or dotted module names), loaded before the archs are looked up
     [config]                       # Config fields for every run (see digitpairs.spec.config.Config)
     n_val = 200
     [sweep]                        # every architecture x every value (Config fields or Arch flags)
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from digitpairs.base.errors import UserError
 from digitpairs.spec import claims as claim_specs
+from digitpairs.spec import plugins
 from digitpairs.spec.arch import HEADS, OBJECTIVES, Arch
 from digitpairs.spec.config import MAX_ROUNDS, QUICK_ROUNDS, RUN_OPTIONS, Config
 from digitpairs.spec.config import quick as quick_preset
@@ -41,7 +44,7 @@ from digitpairs.spec.registry import ARCHS, get_arch, own_settings
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 ARCH_FLAGS = {"share": bool, "objective": str, "bn": bool, "dropout": bool, "head": str}
 CHOICES = {"head": HEADS, "objective": OBJECTIVES}  # the Arch flags that take one of a few words
-TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select", "claims", "model"}
+TOP_KEYS = {"name", "rounds", "archs", "config", "sweep", "select", "claims", "model", "plugins"}
 ARCH_KEYS = {"name", "variant", "label"} | set(ARCH_FLAGS) | set(CONFIG_FIELDS)
 MAX_VARIANTS = 1000  # archs x sweep points: a sweep that multiplies beyond this is a mistake, not a study
 
@@ -64,14 +67,16 @@ class Study:
     select: str | None = None  # "val": sweeps choose by validation accuracy
     claims: tuple[dict, ...] = ()  # what the report checks on the study's rounds (spec/claims.py)
     model: str | None = None  # the variant predict uses, named beforehand: choosing it on test would flatter it
+    plugins: tuple[str, ...] = ()  # the plugins its file loads (spec/plugins.py sources): predict loads them again
 
     def spec(self) -> dict:
-        """What identifies the study in the store: its variants and their configs; and its claims and model, where
-        it names them (they are read by the report and predict, not part of what was trained)."""
+        """What identifies the study in the store: its variants and their configs; and its claims, model and
+        plugins, where it names them (they are read by the report and predict, not part of what was trained)."""
         return {"rounds": self.rounds, "select": self.select,
                 "variants": [{"name": v.name, "base": v.base, "sweep": dict(v.sweep), "arch": v.arch.to_dict(),
                               "config": v.cfg.to_dict()} for v in self.variants]} | (
-            {"claims": list(self.claims)} if self.claims else {}) | ({"model": self.model} if self.model else {})
+            {"claims": list(self.claims)} if self.claims else {}) | ({"model": self.model} if self.model else {}) | (
+            {"plugins": list(self.plugins)} if self.plugins else {})
 
 
 def shipped(name: str) -> Path:
@@ -139,6 +144,7 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
     select = spec.get("select")
     if select not in (None, "val"):
         raise UserError(f"{where}: select must be \"val\", not {select!r}")
+    sources = _plugins(spec.get("plugins", []), where)
     file_cfg = _file_config(spec.get("config", {}), where, quick, overrides or {})
     sweep = _sweep(spec.get("sweep", {}), where)
     archs = spec.get("archs")
@@ -159,7 +165,14 @@ def build(spec: dict, where: str, quick: bool = False, overrides: dict | None = 
     model = spec.get("model")  # a registered architecture too: `reproduce --archs` may leave it out of the study
     if model is not None and _value(where, "model", model, str) not in set(names) | set(ARCHS):
         raise UserError(f"{where}: model {model!r} is no variant of this study nor a registered architecture")
-    return Study(name, rounds, tuple(variants), select, tuple(claims), model)
+    return Study(name, rounds, tuple(variants), select, tuple(claims), model, sources)
+
+
+def _plugins(names, where: str) -> tuple[str, ...]:
+    """Load a study file's plugins (.py paths relative to the file, or module names); their sources."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise UserError(f"{where}: plugins must be a list of .py paths (relative to the file) or module names")
+    return tuple(plugins.load(n, Path(where).parent) for n in names)
 
 
 def _run_option(where: str, option: str, there: str) -> UserError:
@@ -262,6 +275,15 @@ def resolve_config(base: Arch, file_cfg: Config, fields: dict, quick: bool, over
     file_cfg.replace(size=size)  # a size it cannot run at is refused before its size-keyed settings are looked up
     cfg = file_cfg.replace(**own_settings(base, size))
     return (quick_preset(cfg) if quick else cfg).replace(**overrides).replace(**fields)
+
+
+def run_name(name: str, overrides: dict) -> str:
+    """A study's name in the store as `digitpairs run` and digitpairs.run give it: its file's name (NAME-quick under
+    --quick) and -FIELDvalue for each Config field the command changes, but the run options: a float as Python
+    writes it, every digit kept (two learning rates never share a name), a pair as 16x32, a bool as true or false."""
+    name += "".join(f"-{k}{v if isinstance(v, float) else _fmt(v)}"
+                    for k, v in sorted(overrides.items()) if k not in RUN_OPTIONS)
+    return check_name(name, "the study's name from its file and the fields the flags change (--study NAME names it)")
 
 
 def load(path: Path, quick: bool = False, overrides: dict | None = None) -> Study:

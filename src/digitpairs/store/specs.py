@@ -37,7 +37,7 @@ def growth_differences(old: dict, new: dict) -> list[str]:
         return identity(v | {key: d | v[key] for key, d in defaults.items() if isinstance(v.get(key), dict)})
 
     new_variants = {v["name"]: v for v in new.get("variants", [])}
-    grows = ("rounds", "variants", "claims", "model")  # claims and model are the report's, not what it trained
+    grows = ("rounds", "variants", "claims", "model", "plugins")  # the report's and predict's, not what it trained
     diffs = differences({k: x for k, x in old.items() if k not in grows}, {k: x for k, x in new.items() if k not in grows})
     for v in old.get("variants", []):
         if v["name"] not in new_variants:

@@ -1,0 +1,59 @@
+"""Networks of a user's kind for the tests, importable as tests.model.nets (their references resolve by import)."""
+
+import torch
+from torch import nn
+
+
+def conv_bn_drop(size):
+    """A conv branch with BatchNorm and dropout (no bias before BatchNorm: its gradient is float noise, which Adam
+    turns into steps of size lr, so it would differ between any two ways of summing)."""
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * (size // 2) ** 2, 24), nn.ReLU(), nn.Dropout(0.3),
+                         nn.Linear(24, 10))
+
+
+def mlp(size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(size * size, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def head(size=None):
+    return nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 1))
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: vmap cannot take it."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size * size, 10)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        return y if y.abs().sum().item() >= 0 else -y
+
+
+class Noisy(nn.Module):
+    """A random operation of its own (functional dropout): batched with torch's generator."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size * size, 10)
+
+    def forward(self, x):
+        return self.fc(nn.functional.dropout(x.flatten(1), 0.1, self.training))
+
+
+def not_a_module(size):
+    return "a network"
+
+
+def failing(size):
+    raise ValueError("no such layer")
+
+
+def wrong_shape(size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(size * size, 7))
+
+
+def noise(x):
+    return x + torch.randn_like(x)
