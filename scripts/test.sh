@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Set up (once) with the dev, mlflow and ray extras, fetch and verify MNIST (the end-to-end tests use it), lint, run the
-# tests.
+# Set up (once) with the dev, mlflow, ray and pandas extras, fetch and verify MNIST (the end-to-end tests use it),
+# lint, run the tests.
 # Headless Chromium renders the HTML report in one test; it is installed here where absent (Debian's package, as
 # root or through sudo) and that test is skipped only if it cannot be.
-EXTRAS=dev,mlflow,ray source "$(dirname "$0")/env.sh"
+EXTRAS=dev,mlflow,ray,pandas source "$(dirname "$0")/env.sh"
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && command -v apt-get >/dev/null; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo -n"
   { $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium; } >/dev/null 2>&1 \

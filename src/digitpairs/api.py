@@ -101,6 +101,8 @@ def _study(study, quick: bool, overrides: dict | None, rounds: int | None) -> St
             raise UserError("quick and overrides apply to a study's name or file; a Study runs as it is: make it with "
                             "load_study(name, quick=True, overrides={...})")
         check_name(study.name, "the study's name")
+        for v in study.variants:  # a Study built by hand: its architectures checked as registering checks them
+            v.arch.validate()
     elif isinstance(study, str | os.PathLike):
         if overrides is not None and not isinstance(overrides, dict):
             raise UserError(f"overrides must be a dict of Config fields, e.g. {{'epochs': 1}}, not {overrides!r}")

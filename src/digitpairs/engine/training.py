@@ -182,7 +182,10 @@ def train_group(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: l
     if done and on_epoch is not None:
         on_epoch(k * done)
     final = {}  # the last epoch's answer on every test pair (answers.py)
-    step = (GraphedStep if cfg.cuda_graphs else Step)(net, opt, sched, cfg, data)
+    # a CUDA graph replays fixed work: a network of yours that reseeds torch's generator, or is not batched, steps
+    # eagerly (model/members.py)
+    graphs = cfg.cuda_graphs and all(p.info.mode == "batched" and not p.info.random for p in net.own_parts())
+    step = (GraphedStep if graphs else Step)(net, opt, sched, cfg, data)
     for epoch in range(done + 1, cfg.epochs + 1):
         sum_obj, sum_cmp = train_epoch(step, cfg, data, stop)
         if not torch.isfinite(sum_obj).all():

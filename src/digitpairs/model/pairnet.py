@@ -121,7 +121,7 @@ class PairNet(nn.Module):
 
         hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, KConv2d | KLinear)]
         images = 2 // len(self.branches)  # per pair, through each branch
-        total = sum(m.info.flops * (1 if m.role == "head" else images) for m in self.own_parts())
+        total = self.k * sum(m.info.flops * (1 if m.role == "head" else images) for m in self.own_parts())
         try:
             size = self.size
             with torch.no_grad():
@@ -155,7 +155,7 @@ class PairNet(nn.Module):
         k, b, _, s, _ = x.shape
         if self.arch.branch is not None:  # yours: (K, N, 1, S, S) -> (K, N, 10)
             if len(self.branches) == 1:
-                digits = self.branches[0](x.reshape(k, b * 2, 1, s, s)).view(k, b, 2, 10)
+                digits = self.branches[0](x.reshape(k, b * 2, 1, s, s)).reshape(k, b, 2, 10)
             else:
                 digits = torch.stack([br(x[:, :, i:i + 1]) for i, br in enumerate(self.branches)], dim=2)
         elif len(self.branches) == 1:  # both images through the same branch: (2B, K, S, S)

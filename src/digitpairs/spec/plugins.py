@@ -155,6 +155,9 @@ def check_factory(fn, arch: str, role: str) -> None:
     if not callable(fn):
         raise UserError(f"architecture {arch}: its {role} must be a function or class that builds an nn.Module, "
                         f"not {type(fn).__name__}")
+    if not isinstance(getattr(fn, "__qualname__", None), str) or not isinstance(getattr(fn, "__module__", None), str):
+        raise UserError(f"architecture {arch}: its {role} must be a function or class defined at the top of a "
+                        f"module, not a {type(fn).__name__}: digitpairs finds it again by its name")
     try:
         found = resolve(reference(fn), arch)
     except UserError:
