@@ -57,3 +57,33 @@ def wrong_shape(size):
 
 def noise(x):
     return x + torch.randn_like(x)
+
+
+def lazy(size):
+    """Lazy layers: their shapes come from the first forward."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(10))
+
+
+class TrainsBatchedEvaluatesPlain(nn.Module):
+    """Only its evaluation reads a value back to the host."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size * size, 10)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        if not self.training and y.abs().sum().item() < 0:
+            return -y
+        return y
+
+
+class Deterministic(nn.Module):
+    """vmap cannot take it, and it draws nothing."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size * size, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * (1.0 if x.sum().item() >= -1 else 2.0)

@@ -1,7 +1,6 @@
 """Networks of your own (model/members.py): batched with torch.func where it can, the same numbers as separate runs,
 a plain loop where it cannot, and one line for a factory that is wrong."""
 
-import dataclasses
 
 import pytest
 import torch
@@ -26,28 +25,15 @@ def datas(seeds):
     return [round_data(m, s, CFG.n_pairs, CFG.n_test, CFG.size) for s in seeds]
 
 
-@pytest.fixture
-def plain(monkeypatch):
-    """Every network of yours through the plain loop, one member after another."""
-    real = members.probe
-
-    def forced(*args):
-        return dataclasses.replace(real(*args), mode="plain")
-
-    monkeypatch.setattr(members, "probe", forced)
-
-
 @pytest.mark.parametrize("arch", [CONV, MLP, HEAD], ids=lambda a: a.name)
 def test_batched_rounds_equal_separate_plain_runs(arch, monkeypatch):
     """K rounds as one vmapped model follow the same math as K separate runs of the plain module (own data, init,
     order, BatchNorm statistics, dropout masks), to rounding, for a few steps."""
     seeds = [3, 4, 5]
     ds = datas(seeds)
-    assert own_path(arch, CFG)[0] == "batched"
+    monkeypatch.setattr(members.Members, "looped", lambda self, device: False)  # vmap, convolutions too
     together = train(arch, CFG, ds, [0, 1, 2], seeds, groups=[3])
-    real = members.probe
-    monkeypatch.setattr(members, "probe", lambda *a: dataclasses.replace(real(*a), mode="plain"))
-    assert own_path(arch, CFG)[0] == "plain"
+    monkeypatch.setattr(members.Members, "looped", lambda self, device: True)  # the members one by one
     for i, s in enumerate(seeds):
         (alone,) = train(arch, CFG, [ds[i]], [i], [s])
         for ca, ct in zip(alone.curves, together[i].curves):
@@ -57,6 +43,12 @@ def test_batched_rounds_equal_separate_plain_runs(arch, monkeypatch):
         assert wa.keys() == wt.keys()
         for key in wa:  # BatchNorm's running statistics among them: per member
             assert torch.allclose(wa[key].float(), wt[key].float(), atol=1e-4), key
+
+
+def test_on_the_cpu_convolutions_run_one_round_at_a_time_and_the_rest_batched():
+    assert own_path(CONV, CFG, "cpu")[0] == "looped" and group_rounds(CONV, CFG, "cpu") == 1
+    assert own_path(CONV, CFG, "cuda")[0] == "batched"
+    assert own_path(MLP, CFG, "cpu")[0] == "batched" and group_rounds(MLP, CFG, "cpu") > 1
 
 
 def test_batchnorm_statistics_stay_per_member():
@@ -119,3 +111,66 @@ def test_a_factory_must_be_found_again_by_name():
         Arch("t_lambda", "lambda", objective="comparison+digits", branch=lambda size: nets.mlp(size)).validate()
     with pytest.raises(UserError, match="bn and dropout are flags of the built-in branch"):
         Arch("t_bn", "bn", objective="comparison+digits", bn=True, branch=nets.mlp).validate()
+
+
+def test_lazy_layers_are_materialised_and_counted():
+    arch = Arch("t_lazy", "lazy", objective="comparison+digits", branch=nets.lazy)
+    net = create_model(arch, CFG, 2).seed([1, 2], [3, 4])
+    assert net.num_params() == (14 * 14 * 32 + 32) + (32 * 10 + 10) + 861
+    (r,) = train(arch, CFG.replace(epochs=1), datas([3]), [0], [3])
+    assert r.test_acc > 0
+
+
+def test_batchnorm_statistics_stay_per_member_under_vmap(monkeypatch):
+    monkeypatch.setattr(members.Members, "looped", lambda self, device: False)
+    test_batchnorm_statistics_stay_per_member()
+
+
+def test_evaluation_takes_its_own_path():
+    arch = Arch("t_eval", "eval", objective="digits", head="prob", branch=nets.TrainsBatchedEvaluatesPlain)
+    (part,) = create_model(arch, CFG).own_parts()
+    assert part.info.mode == "batched" and not part.info.eval_batched
+    rounds = train(arch, CFG, datas([3, 4]), [0, 1], [3, 4])
+    assert all(r.test_acc > 0 for r in rounds)
+
+
+def test_a_plain_module_that_draws_nothing_takes_no_seed():
+    arch = Arch("t_det", "det", objective="digits", head="prob", branch=nets.Deterministic)
+    (part,) = create_model(arch, CFG).own_parts()
+    assert part.info.mode == "plain" and not part.info.random
+    assert create_model(Arch("t_b", "b", objective="digits", head="prob", branch=nets.Branchy), CFG).own_parts()[
+        0].info.random is False
+
+
+def test_a_round_equals_the_users_own_module_trained_by_hand():
+    """One step of a round, as the engine computes it, against the user's module itself with the same weights:
+    the same loss and the same gradients, to rounding."""
+    import torch.nn.functional as F
+
+    from digitpairs.data.pairs import target_of
+    net = create_model(MLP, CFG, 1).seed([1], [2]).train()
+    x = torch.rand(1, 8, 2, 14, 14)
+    classes = torch.randint(0, 10, (1, 8, 2))
+    cmp, digits = net(x)
+    loss = F.binary_cross_entropy_with_logits(cmp[0], target_of(classes[0])) + 0.5 * F.cross_entropy(
+        digits[0].reshape(-1, 10), classes[0].reshape(-1))
+    loss.backward()
+    first, second = (nets.mlp(14) for _ in range(2))
+    for module, part in zip((first, second), net.own_parts()):
+        module.load_state_dict({name: t[0].detach() for name, t in part.weights().items()})
+    head = torch.nn.Sequential(*[torch.nn.Linear(20, 20), torch.nn.ReLU(), torch.nn.Linear(20, 20), torch.nn.ReLU(),
+                                 torch.nn.Linear(20, 1)])
+    with torch.no_grad():
+        for linear, k in zip([head[0], head[2], head[4]], net.head):
+            linear.weight.copy_(k.weight[0].T)
+            linear.bias.copy_(k.bias[0, 0])
+    d = torch.stack([first(x[0, :, 0:1]), second(x[0, :, 1:2])], dim=1)  # (B, 2, 10)
+    c = head(d.softmax(-1).reshape(8, 20)).reshape(8)
+    by_hand = F.binary_cross_entropy_with_logits(c, target_of(classes[0])) + 0.5 * F.cross_entropy(
+        d.reshape(-1, 10), classes[0].reshape(-1))
+    by_hand.backward()
+    assert torch.allclose(loss, by_hand, atol=1e-6)
+    for module, part in zip((first, second), net.own_parts()):
+        grads = {name: t.grad[0] for name, t in part.weights().items()}
+        for name, p in module.named_parameters():
+            assert torch.allclose(p.grad, grads[name], atol=1e-6), name

@@ -165,7 +165,7 @@ class GraphedStep(Step):
         (group,) = opt.param_groups  # adam() is Adam without its options: refuse an optimizer that has them
         if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
             raise ValueError("GraphedStep's Adam has no weight decay, amsgrad or maximize")
-        self.params = list(net.parameters())
+        self.params = [p for p in net.parameters() if p.requires_grad]  # a network of yours may freeze some
         for p in self.params:  # the state as torch's fused Adam keeps it (a resumed one's as loaded)
             state = opt.state[p]
             if not state:

@@ -45,10 +45,10 @@ GPU_GROUP = 10  # on a GPU, rounds per batched model: a whole unit of the defaul
 
 def group_rounds(arch: Arch | str, cfg: Config, device: str | torch.device | None = None) -> int:
     """Rounds per group for this architecture and config on this device: at least 2 and within the cache budget on
-    the CPU; 1 for a network of yours that cannot be batched (model.members)."""
+    the CPU; 1 for a network of yours that runs one round at a time (model.members)."""
     arch = get_arch(arch) if isinstance(arch, str) else arch
-    mode, _, own_bytes = own_path(arch, arch_config(arch, cfg))
-    if mode == "plain":
+    mode, _, own_bytes = own_path(arch, arch_config(arch, cfg), device)
+    if mode in ("plain", "looped"):
         return 1
     name = str(device or cfg.device)  # not resolved for "cuda": a Ray driver without a GPU plans for its cluster's
     if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):

@@ -6,8 +6,10 @@ template on each member's weights with torch.func.functional_call:
 
 - batched (where torch.func can): one call of vmap over the members, so K small networks run as one larger one
   (a convolution becomes a grouped one, a linear layer a batched matmul);
-- plain (where it cannot: data-dependent control flow, .item(), an operation vmap has no rule for): one member after
-  another, in a loop; the engine then trains one round per group, its groups spread over threads.
+- one member after another, in a loop: where vmap cannot (data-dependent control flow, .item(), an operation vmap
+  has no rule for), and on the CPU for a module with convolutions, whose own convolutions in channels_last oneDNN
+  runs faster than vmap's grouped one (docs/benchmarks.md). The engine then trains one round per group, its groups
+  spread over threads (model.own_path, engine.group_rounds).
 
 Randomness: every nn.Dropout in your module is replaced by one whose keep masks come from each member's own
 generator (PairNet.rngs), drawn before the step like the built-in dropout's, so that member k's numbers are those of
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from torch.utils.flop_counter import FlopCounterMode
 
 from digitpairs.base.errors import UserError, first_line
@@ -72,16 +75,25 @@ class Probe:
     mode: str  # "batched" (vmap, per-member randomness), "batched-random" (vmap, global randomness), "plain"
     why: str  # why it is not fully batched ("" where it is)
     dropouts: tuple[tuple[str, float, tuple[int, ...]], ...]  # (path, p, per-image input shape) of its masked ones
-    random: bool  # whether a forward draws from the global generator
+    random: bool  # whether a training forward draws from the global generator
+    eval_batched: bool  # whether an evaluation forward runs under vmap (else one member after another)
+    convs: bool  # whether it has convolutions: on the CPU it then runs one member after another (Members.looped)
     act_bytes: int  # its largest activation per image, in fp32
     flops: int  # forward FLOPs per image (2 per multiply-add)
 
 
-def build(factory, args: tuple, arch: str, role: str) -> nn.Module:
-    """factory(*args) as a module, or one line naming the architecture."""
+def build(factory, args: tuple, arch: str, role: str, in_shape: tuple) -> nn.Module:
+    """factory(*args) as a module, its lazy layers (nn.LazyLinear, ...) materialised by a forward on zeros
+    (N, *in_shape); or one line naming the architecture."""
     try:
         with RNG_LOCK:  # its initialisation draws from torch's generator, which another thread may have seeded
             module = factory(*args)
+            if isinstance(module, nn.Module) and any(
+                    isinstance(t, UninitializedParameter | UninitializedBuffer)
+                    for t in [*module.parameters(), *module.buffers()]):
+                with torch.no_grad():
+                    module.eval()(torch.zeros(PROBE_ROWS, *in_shape))
+                module.train()
     except Exception as e:  # noqa: BLE001 - the user's code: one line
         raise UserError(f"architecture {arch}: its {role} factory failed ({type(e).__name__}: {first_line(e)}): "
                         "fix it") from None
@@ -114,7 +126,7 @@ def probe(factory, args: tuple, in_shape: tuple, out_shape: tuple, arch: str, ro
 def _probe(factory, args, in_shape, out_shape, arch, role) -> Probe:
     with RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        module = mask_dropouts(build(factory, args, arch, role)).train()
+        module = mask_dropouts(build(factory, args, arch, role, in_shape)).train()
         seen, acts = {}, [0]
 
         def pre(m, inputs):
@@ -143,27 +155,50 @@ def _probe(factory, args, in_shape, out_shape, arch, role) -> Probe:
                         f"{shapes[0]}: fix its output")
     paths = {m: p for p, m in module.named_modules()}
     dropouts = tuple((paths[m], m.p, s[0][1:]) for m, s in seen.items() if len(s) == 1 and s[0][0] == PROBE_ROWS)
-    unmasked = len(seen) > len(dropouts)  # a dropout called twice, or on rows that are not the images: global
-    mode, why = _batchable(factory, args, in_shape, {p for p, _, _ in dropouts}, arch, role)
-    return Probe(mode, why, dropouts, unmasked or mode != "batched", 4 * acts[0],
-                 counter.get_total_flops() // PROBE_ROWS)
+    # a dropout called twice, or on rows that are not the images, stays torch's (its draws are global)
+    paths = _paths(factory, args, in_shape, {p for p, _, _ in dropouts}, arch, role)
+    convs = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+    return Probe(**paths, convs=convs, dropouts=dropouts, act_bytes=4 * acts[0], flops=counter.get_total_flops() // PROBE_ROWS)
 
 
-def _batchable(factory, args, in_shape, masked: set[str], arch, role) -> tuple[str, str]:
-    """("batched", ""), ("batched-random", why) or ("plain", why): whether a forward and backward of two stacked
-    members runs under vmap, with per-member randomness only, or with global randomness too."""
+def _paths(factory, args, in_shape, masked: set[str], arch, role) -> dict:
+    """How two stacked members run. Training: "batched" where a forward and backward runs under vmap with the
+    members' own randomness only, "batched-random" where it does with torch's generator, else "plain" (and why not
+    batched); whether a plain training forward draws from torch's generator; whether evaluation runs under vmap."""
     with RNG_LOCK, torch.random.fork_rng(devices=[]):
-        module = mask_dropouts(build(factory, args, arch, role), masked).train()
-        members = Members(module, 2, [])
+        members = Members(mask_dropouts(build(factory, args, arch, role, in_shape), masked), 2, [])
         x = torch.rand(2, PROBE_ROWS, *in_shape)
-        why = ""
-        for mode, randomness in (("batched", "error"), ("batched-random", "different")):
+        mode, why = "plain", ""
+        for name, randomness in (("batched", "error"), ("batched-random", "different")):
             try:
-                members.batched(x, randomness, {}).float().sum().backward()
-                return mode, why
+                members.train().batched(x, randomness, {}).float().sum().backward()
+                mode = name
+                break
             except Exception as e:  # noqa: BLE001 - what vmap cannot take: the next mode
                 why = why or f"{type(e).__name__}: {first_line(e).split('. ')[0]}"
-    return "plain", why
+        random = mode == "batched-random" or mode == "plain" and draws(members, x[0])
+        try:
+            with torch.no_grad():
+                members.eval().batched(x, "error", {})
+            eval_batched = True
+        except Exception:  # noqa: BLE001 - evaluated one member after another
+            eval_batched = False
+    return {"mode": mode, "why": why if mode != "batched" else "", "random": random, "eval_batched": eval_batched}
+
+
+def draws(members: "Members", x) -> bool:
+    """Whether a training forward of one member draws from torch's generator: two seeds, two outputs."""
+    weights = {name: t[0] for name, t in members.weights().items()}
+    outs = []
+    members.train()
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        try:
+            with torch.no_grad():
+                outs.append(members.call(weights, {}, x))
+        except Exception:  # noqa: BLE001 - it runs in training (the probe saw it): whatever it is, take care
+            return True
+    return not torch.equal(outs[0], outs[1])
 
 
 class Members(nn.Module):
@@ -227,11 +262,24 @@ class Members(nn.Module):
         self._template[0].train(self.training)
         return vmap(self.call, randomness=randomness)(self.weights(), masks, x)
 
+    def looped(self, device: torch.device) -> bool:
+        """Whether its members run one after another here: where vmap cannot take it, and on the CPU where it has
+        convolutions (vmap makes each a grouped convolution, which oneDNN runs slower than the members' own
+        convolutions in channels_last: docs/benchmarks.md)."""
+        return self.info.mode == "plain" or (device.type == "cpu" and self.info.convs)
+
     def plain(self, x, masks: dict, random: bool):
+        """One member after another; on the CPU with images and kernels in channels_last (oneDNN's fast layout)."""
         self._template[0].train(self.training)
         weights, ys = self.weights(), []
+        last = x.device.type == "cpu"
+
+        def fmt(t):
+            return t.contiguous(memory_format=torch.channels_last) if last and t.dim() == 4 else t
+
         for i in range(x.shape[0]):
-            one = ({name: t[i] for name, t in weights.items()}, {key: m[i] for key, m in masks.items()}, x[i])
+            one = ({name: fmt(t[i]) for name, t in weights.items()}, {key: m[i] for key, m in masks.items()},
+                   fmt(x[i]))
             if random:
                 with RNG_LOCK:
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.rngs[i])))
@@ -244,8 +292,10 @@ class Members(nn.Module):
         k, n = x.shape[:2]
         masks = self.masks(n, x.device)
         random = self.training and self.info.random
-        if self.info.mode == "plain":
+        if self.looped(x.device):
             y = self.plain(x, masks, random)
+        elif not self.training:
+            y = self.batched(x, "error", masks) if self.info.eval_batched else self.plain(x, masks, False)
         elif not random:
             y = self.batched(x, "error", masks)
         else:
@@ -259,10 +309,10 @@ def create(factory, args: tuple, k: int, rngs: list, arch: str, role: str, in_sh
            out_shape: tuple) -> Members:
     """K members of factory(*args), after its probe (the same initial weights in each: PairNet.seed sets them)."""
     info = probe(factory, args, in_shape, out_shape, arch, role)
-    make = (factory, args, info, arch, role)
+    make = (factory, args, info, arch, role, in_shape)
     return Members(fresh(*make), k, rngs, info, role, make)
 
 
-def fresh(factory, args: tuple, info: Probe, arch: str, role: str) -> nn.Module:
+def fresh(factory, args: tuple, info: Probe, arch: str, role: str, in_shape: tuple) -> nn.Module:
     """A new module from the factory, its dropouts masked where the probe found they can be."""
-    return mask_dropouts(build(factory, args, arch, role), {p for p, _, _ in info.dropouts})
+    return mask_dropouts(build(factory, args, arch, role, in_shape), {p for p, _, _ in info.dropouts})

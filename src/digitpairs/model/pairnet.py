@@ -210,17 +210,23 @@ def create_model(arch: Arch | str, cfg: Config, k: int = 1) -> PairNet:
     return PairNet(arch, arch_config(arch, cfg), k)
 
 
-def own_path(arch: Arch, cfg: Config) -> tuple[str, str, int]:
-    """How an architecture's networks of yours train: ("batched" | "batched-random" | "plain", why not fully
-    batched, the bytes of one member's largest activation in a training step in fp32); ("built-in", "", 0) for an
-    architecture without any (spec.shapes sizes those)."""
+def own_path(arch: Arch, cfg: Config, device: str | torch.device | None = None) -> tuple[str, str, int]:
+    """How an architecture's networks of yours train on a device (default cfg.device): ("batched" |
+    "batched-random" | "looped" | "plain", why not batched, the bytes of one member's largest activation in a
+    training step in fp32); ("built-in", "", 0) for an architecture without any (spec.shapes sizes those).
+    "looped": vmap could batch it, but on the CPU a network with convolutions runs faster one member after another
+    (model.members.Members.looped)."""
     arch = get_arch(arch) if isinstance(arch, str) else arch
     if not arch.own:
         return "built-in", "", 0
+    name = str(device or cfg.device)
+    cpu = not (name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()))
     net = create_model(arch, cfg)
     parts = net.own_parts()
-    modes = {p.info.mode for p in parts}
-    mode = next(m for m in ("plain", "batched-random", "batched") if m in modes)
+    modes = {p.info.mode for p in parts} | ({"looped"} if cpu and any(p.info.convs for p in parts) else set())
+    mode = next(m for m in ("plain", "looped", "batched-random", "batched") if m in modes)
     why = next((p.info.why for p in parts if p.info.mode == mode and p.info.why), "")
+    if mode == "looped":
+        why = "on the CPU its convolutions run faster one round at a time, in channels_last, than batched"
     rows = {id(p): 1 if p.role == "head" else 2 // len(net.branches) for p in parts}  # images per pair
     return mode, why, max(p.info.act_bytes * rows[id(p)] for p in parts) * cfg.batch_size

@@ -176,7 +176,7 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     log(f"bench {arch.name}: {rounds} rounds x {cfg.epochs} epochs at {cfg.size}x{cfg.size}, "
         f"{flops / 1e9:.1f} GFLOP per model-epoch; the engine's groups {groups}")
     if arch.own:
-        mode, why, _ = own_path(arch, cfg)
+        mode, why, _ = own_path(arch, cfg, dev)
         log(f"your network: {mode} in the engine{f' ({why})' if why else ''}; the reference trains your module "
             "as your factory builds it")
     kernels = ("PyTorch's" if dev.type != "cpu" else "compiled" if library() else

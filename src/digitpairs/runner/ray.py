@@ -76,7 +76,7 @@ def _ray_start(address: str | None, threads: int):
 def by_value(variants) -> None:
     """A plugin file's code travels with the tasks (a node need not have the file); an installed plugin's module is
     imported there by name, so its package must be installed on every node."""
-    import cloudpickle
+    from ray import cloudpickle  # Ray's own copy pickles the tasks' arguments
 
     for v in variants:
         for part in v.arch.own_parts:

@@ -59,6 +59,8 @@ def path_line(v: Variant, group: int) -> str:
     if mode == "batched-random":
         return (f"{v.name}: batched, {group} rounds at once as one model (torch.func.vmap); its own random "
                 f"operations draw from torch's generator, seeded per group ({why})")
+    if mode == "looped":
+        return f"{v.name}: one round at a time, the rounds spread over threads and workers ({why})"
     return f"{v.name}: one round at a time, the rounds spread over threads and workers (not batched: {why})"
 
 
