@@ -87,3 +87,26 @@ class Deterministic(nn.Module):
 
     def forward(self, x):
         return self.fc(x.flatten(1)) * (1.0 if x.sum().item() >= -1 else 2.0)
+
+
+class StochasticDepth(nn.Module):
+    """Skips its layer at random in training: equal outputs for many seeds, but it draws."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size * size, 10)
+
+    def forward(self, x):
+        h = x.flatten(1)
+        if self.training and torch.rand(()) < 0.01:
+            return self.fc(h * 0)
+        return self.fc(h)
+
+
+class NoisyEvaluation(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.fc = nn.Linear(size * size, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) + 0.01 * torch.randn(x.shape[0], 10)

@@ -174,3 +174,29 @@ def test_a_round_equals_the_users_own_module_trained_by_hand():
         grads = {name: t.grad[0] for name, t in part.weights().items()}
         for name, p in module.named_parameters():
             assert torch.allclose(p.grad, grads[name], atol=1e-6), name
+
+
+def test_2x2_max_pooling_runs_on_the_engine_s_kernel_with_the_same_numbers():
+    import copy
+
+    mine = nets.conv_bn_drop(14).eval()
+    swapped = members.mask_dropouts(copy.deepcopy(mine)).eval()
+    assert isinstance(swapped[3], members.MaxPool2x2) and isinstance(mine[3], torch.nn.MaxPool2d)
+    x = torch.rand(8, 1, 14, 14).contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = mine(a), swapped(b)
+    (ya.square().sum()).backward()
+    (yb.square().sum()).backward()
+    assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+
+
+def test_a_module_that_draws_is_known_by_the_generator_s_state_and_evaluation_may_not_draw():
+    arch = Arch("t_sd", "sd", objective="digits", head="prob", branch=nets.StochasticDepth)
+    (part,) = create_model(arch, CFG).own_parts()
+    assert part.info.mode == "plain" and part.info.random
+    first = train(arch, CFG, datas([3, 4]), [0, 1], [3, 4])
+    again = train(arch, CFG, datas([3, 4]), [0, 1], [3, 4], threads=1)
+    assert [r.curves for r in first] == [r.curves for r in again]
+    noisy = Arch("t_noisy_eval", "noisy", objective="digits", head="prob", branch=nets.NoisyEvaluation)
+    with pytest.raises(UserError, match="architecture t_noisy_eval: its branch draws random numbers in evaluation"):
+        create_model(noisy, CFG)

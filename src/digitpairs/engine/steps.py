@@ -171,10 +171,12 @@ class GraphedStep(Step):
             if not state:
                 state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
             state["step"] = state.get("step", torch.zeros(())).to(self.dev, torch.float32)
-        done = {int(opt.state[p]["step"]) for p in self.params}  # read once, before any capture
-        if len(done) != 1:  # every parameter steps at every step (each gets a gradient): one count for all
+        # read once, before any capture; a parameter that never gets a gradient (a network of yours may have one)
+        # never steps: every other one steps at every step, so all that stepped share one count
+        done = {int(opt.state[p]["step"]) for p in self.params} - {0}
+        if len(done) > 1:
             raise ValueError(f"Adam's parameters have taken different numbers of steps: {sorted(done)}")
-        (self.t,) = done
+        self.t = done.pop() if done else 0
         self.hyper = torch.zeros(3, device=self.dev)
         self.inputs: dict | None = None  # the graph's input buffers
         self.graph, self.warm = None, 0

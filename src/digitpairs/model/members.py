@@ -7,16 +7,17 @@ template on each member's weights with torch.func.functional_call:
 - batched (where torch.func can): one call of vmap over the members, so K small networks run as one larger one
   (a convolution becomes a grouped one, a linear layer a batched matmul);
 - one member after another, in a loop: where vmap cannot (data-dependent control flow, .item(), an operation vmap
-  has no rule for), and on the CPU for a module with convolutions, whose own convolutions in channels_last oneDNN
-  runs faster than vmap's grouped one (docs/benchmarks.md). The engine then trains one round per group, its groups
+  has no rule for), and on the CPU for a module with convolutions, whose own convolutions oneDNN runs faster than
+  vmap's grouped one (docs/benchmarks.md). The engine then trains one round per group, its groups
   spread over threads (model.own_path, engine.group_rounds).
 
 Randomness: every nn.Dropout in your module is replaced by one whose keep masks come from each member's own
 generator (PairNet.rngs), drawn before the step like the built-in dropout's, so that member k's numbers are those of
-a separate run. Any other random operation (F.dropout, torch.randn in a forward) draws from torch's global generator,
-seeded before each training forward from the members' generators, under a lock (threads share that generator);
-batched, vmap gives each member different draws from it (randomness="different"), which then depend on the group a
-round trains in.
+a separate run. Any other random operation (F.dropout, torch.randn in a training forward) draws from torch's global
+generator, seeded before each training forward from the members' generators, under a lock (threads share that
+generator): one member after another, each from its own; batched, the group from its first member's, and vmap gives
+each member different draws (randomness="different"), which then depend on the group a round trains in. An
+evaluation must draw nothing (the probe refuses one that does).
 
 BatchNorm: its running statistics are buffers, stacked per member like the weights; under vmap each member's
 forward updates its own slice of them in place, so they stay per member exactly as in separate runs. The probe
@@ -28,6 +29,7 @@ import threading
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
@@ -35,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from digitpairs.base.errors import UserError, first_line
 from digitpairs.device import upload
+from digitpairs.kernels import max_pool2x2
 from digitpairs.spec import plugins
 
 RNG_LOCK = threading.RLock()  # torch's global generator: factories initialise from it, random forwards draw from it
@@ -103,12 +106,32 @@ def build(factory, args: tuple, arch: str, role: str, in_shape: tuple) -> nn.Mod
     return module
 
 
+VMAP = threading.local()  # VMAP.on: this thread is inside Members.batched's vmap
+
+
+class MaxPool2x2(nn.Module):
+    """nn.MaxPool2d(2): the same values and gradient, by the engine's CPU kernel (kernels/pool.py) outside vmap
+    (which hands it no tensor with memory of its own)."""
+
+    def forward(self, x):
+        return F.max_pool2d(x, 2) if getattr(VMAP, "on", False) else max_pool2x2(x)
+
+
+def halving(m: nn.Module) -> bool:
+    """Whether m is an nn.MaxPool2d that pools 2x2 windows with stride 2, nothing else."""
+    return (type(m) is nn.MaxPool2d and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
+            and m.padding in (0, (0, 0)) and m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices)
+
+
 def mask_dropouts(module: nn.Module, keep: set[str] | None = None) -> nn.Module:
-    """The module with each nn.Dropout (all, or those named in `keep`) replaced by a MaskedDropout."""
+    """The module with each nn.Dropout (all, or those named in `keep`) replaced by a MaskedDropout, and each 2x2
+    max-pooling by the engine's kernel (the same function: kernels/pool.py)."""
     for path, m in list(module.named_modules()):
+        parent, _, name = path.rpartition(".")
         if type(m) is nn.Dropout and (keep is None or path in keep):
-            parent, _, name = path.rpartition(".")
             setattr(module.get_submodule(parent), name, MaskedDropout(m.p))
+        elif path and halving(m):
+            setattr(module.get_submodule(parent), name, MaxPool2x2())
     return module
 
 
@@ -158,7 +181,8 @@ def _probe(factory, args, in_shape, out_shape, arch, role) -> Probe:
     # a dropout called twice, or on rows that are not the images, stays torch's (its draws are global)
     paths = _paths(factory, args, in_shape, {p for p, _, _ in dropouts}, arch, role)
     convs = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
-    return Probe(**paths, convs=convs, dropouts=dropouts, act_bytes=4 * acts[0], flops=counter.get_total_flops() // PROBE_ROWS)
+    return Probe(**paths, convs=convs, dropouts=dropouts, act_bytes=4 * acts[0],
+                 flops=counter.get_total_flops() // PROBE_ROWS)
 
 
 def _paths(factory, args, in_shape, masked: set[str], arch, role) -> dict:
@@ -176,7 +200,13 @@ def _paths(factory, args, in_shape, masked: set[str], arch, role) -> dict:
                 break
             except Exception as e:  # noqa: BLE001 - what vmap cannot take: the next mode
                 why = why or f"{type(e).__name__}: {first_line(e).split('. ')[0]}"
-        random = mode == "batched-random" or mode == "plain" and draws(members, x[0])
+        random = mode == "batched-random" or mode == "plain" and draws(members, x[0], True) is not False
+        moved = draws(members, x[0], False)
+        if moved is None:
+            raise UserError(f"architecture {arch}: its {role} fails in evaluation (eval mode): fix it")
+        if moved:
+            raise UserError(f"architecture {arch}: its {role} draws random numbers in evaluation (eval mode), which "
+                            "must be deterministic: draw only when self.training")
         try:
             with torch.no_grad():
                 members.eval().batched(x, "error", {})
@@ -186,19 +216,19 @@ def _paths(factory, args, in_shape, masked: set[str], arch, role) -> dict:
     return {"mode": mode, "why": why if mode != "batched" else "", "random": random, "eval_batched": eval_batched}
 
 
-def draws(members: "Members", x) -> bool:
-    """Whether a training forward of one member draws from torch's generator: two seeds, two outputs."""
+def draws(members: "Members", x, training: bool) -> bool | None:
+    """Whether a forward of one member, in training or in evaluation, draws from torch's generator (its state
+    moves); None where it fails outside vmap."""
     weights = {name: t[0] for name, t in members.weights().items()}
-    outs = []
-    members.train()
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        try:
-            with torch.no_grad():
-                outs.append(members.call(weights, {}, x))
-        except Exception:  # noqa: BLE001 - it runs in training (the probe saw it): whatever it is, take care
-            return True
-    return not torch.equal(outs[0], outs[1])
+    members.train(training)
+    members._template[0].train(training)
+    before = torch.get_rng_state()
+    try:
+        with torch.no_grad():
+            members.call(weights, {}, x)
+    except Exception:  # noqa: BLE001 - said by the caller
+        return None
+    return not torch.equal(before, torch.get_rng_state())
 
 
 class Members(nn.Module):
@@ -260,26 +290,24 @@ class Members(nn.Module):
 
     def batched(self, x, randomness: str, masks: dict):
         self._template[0].train(self.training)
-        return vmap(self.call, randomness=randomness)(self.weights(), masks, x)
+        VMAP.on = True
+        try:
+            return vmap(self.call, randomness=randomness)(self.weights(), masks, x)
+        finally:
+            VMAP.on = False
 
     def looped(self, device: torch.device) -> bool:
         """Whether its members run one after another here: where vmap cannot take it, and on the CPU where it has
         convolutions (vmap makes each a grouped convolution, which oneDNN runs slower than the members' own
-        convolutions in channels_last: docs/benchmarks.md)."""
+        convolutions: docs/benchmarks.md)."""
         return self.info.mode == "plain" or (device.type == "cpu" and self.info.convs)
 
     def plain(self, x, masks: dict, random: bool):
-        """One member after another; on the CPU with images and kernels in channels_last (oneDNN's fast layout)."""
+        """One member after another."""
         self._template[0].train(self.training)
         weights, ys = self.weights(), []
-        last = x.device.type == "cpu"
-
-        def fmt(t):
-            return t.contiguous(memory_format=torch.channels_last) if last and t.dim() == 4 else t
-
         for i in range(x.shape[0]):
-            one = ({name: fmt(t[i]) for name, t in weights.items()}, {key: m[i] for key, m in masks.items()},
-                   fmt(x[i]))
+            one = ({name: t[i] for name, t in weights.items()}, {key: m[i] for key, m in masks.items()}, x[i])
             if random:
                 with RNG_LOCK:
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.rngs[i])))

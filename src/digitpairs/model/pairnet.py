@@ -227,6 +227,6 @@ def own_path(arch: Arch, cfg: Config, device: str | torch.device | None = None) 
     mode = next(m for m in ("plain", "looped", "batched-random", "batched") if m in modes)
     why = next((p.info.why for p in parts if p.info.mode == mode and p.info.why), "")
     if mode == "looped":
-        why = "on the CPU its convolutions run faster one round at a time, in channels_last, than batched"
+        why = "on the CPU its convolutions run faster one round at a time than batched"
     rows = {id(p): 1 if p.role == "head" else 2 // len(net.branches) for p in parts}  # images per pair
     return mode, why, max(p.info.act_bytes * rows[id(p)] for p in parts) * cfg.batch_size
