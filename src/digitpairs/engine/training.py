@@ -64,8 +64,10 @@ def step_bytes(arch: Arch, cfg: Config, own_bytes: int) -> int:
 
 
 def own_code(arch: Arch) -> list[str | None]:
-    """The hashes of the source files of an architecture's networks of yours (spec.plugins.code_hash)."""
-    return [plugins.code_hash(arch.factory(part)) for part in arch.own_parts]
+    """The hashes of the source files of an architecture's networks of yours (spec.plugins.code_hash), as its
+    registration took them where this process has no file of them (a Ray task)."""
+    here = [plugins.code_hash(arch.factory(part)) for part in arch.own_parts]
+    return list(arch.code) if arch.code and None in here else here
 
 
 def chunks(n: int, size: int) -> list[int]:

@@ -30,11 +30,13 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
     spec = study.spec()
     for entry, v in zip(spec["variants"], study.variants):
         entry["group_rounds"] = group_rounds(v.arch, v.cfg)  # kept only where the store has none for the variant
-        if v.arch.own:  # built and checked (a factory that fails is one line, before anything is stored)
-            log(path_line(v, min(entry["group_rounds"], study.rounds)))
     drv = Driver(study, store, batch_rounds, by_cost=workers > 1 or backend == "ray",
                  checkpoint_every=checkpoint_every, keep_models=keep_models, on_stored=on_stored)
-    drv.plan(store.ensure_study(study.name, spec, write=False))  # checked; stored once the rest is checked
+    planned = store.ensure_study(study.name, spec, write=False)
+    drv.plan(planned)  # checked; stored once the rest is checked
+    for entry, v in zip(planned["variants"], study.variants):
+        if v.arch.own:  # built and checked above: a factory that fails is one line, before anything is stored
+            log(path_line(v, min(entry.get("group_rounds") or 1, study.rounds)))
     try:
         if not drv.order:
             store.ensure_study(study.name, spec)  # a claim or a model named in the file since: the report's
@@ -52,7 +54,8 @@ def run_study(study: Study, store: Store, data_dir: Path | None, workers: int = 
 
 
 def path_line(v: Variant, group: int) -> str:
-    """How a variant with networks of yours trains (model/members.py), in one line."""
+    """How a variant with networks of yours trains (model/members.py), in one line; group: its stored group size
+    (a study resumed on another kind of device keeps its first device's grouping)."""
     mode, why, _ = own_path(v.arch, v.cfg)
     if mode == "batched":
         return f"{v.name}: batched, {group} rounds at once as one model (torch.func.vmap)"

@@ -37,6 +37,7 @@ class Arch:
     extra: dict = field(default_factory=dict)  # config overrides this architecture always applies
     branch: Callable | str | None = None  # a factory of your own digit branch (or its reference); None: the CNN
     plugin: str | None = field(default=None, compare=False)  # the plugin that registered it (not its identity)
+    code: tuple = field(default=(), compare=False)  # its own parts' source hashes where registered (not its identity)
 
     @property
     def learns_digits(self) -> bool:
@@ -93,7 +94,7 @@ class Arch:
 
     def to_dict(self) -> dict:
         """As stored: factories of your own by their references, without the plugin it came from."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "plugin"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("plugin", "code")}
         out["extra"] = copy.deepcopy(self.extra)
         for part in ("branch", "head"):
             if callable(out[part]):

@@ -24,7 +24,10 @@ def register(arch: Arch) -> Arch:
                         + (f" (by {where})" if where else " (a built-in one)") + ": give yours another name")
     if plugins.CURRENT and arch.plugin is None:
         arch = dataclasses.replace(arch, plugin=plugins.CURRENT[-1])
-    ARCHS[arch.name] = arch.validate()
+    arch = arch.validate()
+    if arch.own:  # hashed here, where its files are: a Ray task that gets its code by value has none
+        arch = dataclasses.replace(arch, code=tuple(plugins.code_hash(arch.factory(p)) for p in arch.own_parts))
+    ARCHS[arch.name] = arch
     return arch
 
 
