@@ -8,7 +8,7 @@ import torch
 from digitpairs import Arch, UserError
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import group_rounds, train
-from digitpairs.model import create_model, members, own_path
+from digitpairs.model import create_model, members, own_path, swaps
 from digitpairs.model.weights import from_bytes
 from digitpairs.spec.config import Config
 from tests.model import nets
@@ -180,8 +180,8 @@ def test_2x2_max_pooling_runs_on_the_engine_s_kernel_with_the_same_numbers():
     import copy
 
     mine = nets.conv_bn_drop(14).eval()
-    swapped = members.mask_dropouts(copy.deepcopy(mine)).eval()
-    assert isinstance(swapped[3], members.MaxPool2x2) and isinstance(mine[3], torch.nn.MaxPool2d)
+    swapped = swaps.mask_dropouts(copy.deepcopy(mine)).eval()
+    assert isinstance(swapped[3], swaps.MaxPool2x2) and isinstance(mine[3], torch.nn.MaxPool2d)
     x = torch.rand(8, 1, 14, 14).contiguous(memory_format=torch.channels_last)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = mine(a), swapped(b)

@@ -29,7 +29,6 @@ import threading
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
@@ -37,25 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from digitpairs.base.errors import UserError, first_line
 from digitpairs.device import upload
-from digitpairs.kernels import max_pool2x2
+from digitpairs.model.swaps import VMAP, MaskedDropout, mask_dropouts
 from digitpairs.spec import plugins
 
 RNG_LOCK = threading.RLock()  # torch's global generator: factories initialise from it, random forwards draw from it
 PROBE_ROWS = 3  # images in the probe's forward
-
-
-class MaskedDropout(nn.Module):
-    """nn.Dropout whose keep mask is given (a buffer that functional_call replaces per member)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-        self.register_buffer("mask", torch.ones(()), persistent=False)
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        return x * self.mask.to(x.dtype) / (1 - self.p)
 
 
 @dataclass
@@ -103,35 +88,6 @@ def build(factory, args: tuple, arch: str, role: str, in_shape: tuple) -> nn.Mod
     if not isinstance(module, nn.Module):
         raise UserError(f"architecture {arch}: its {role} factory returned {type(module).__name__}, not an "
                         "nn.Module: return the network")
-    return module
-
-
-VMAP = threading.local()  # VMAP.on: this thread is inside Members.batched's vmap
-
-
-class MaxPool2x2(nn.Module):
-    """nn.MaxPool2d(2): the same values and gradient, by the engine's CPU kernel (kernels/pool.py) outside vmap
-    (which hands it no tensor with memory of its own)."""
-
-    def forward(self, x):
-        return F.max_pool2d(x, 2) if getattr(VMAP, "on", False) else max_pool2x2(x)
-
-
-def halving(m: nn.Module) -> bool:
-    """Whether m is an nn.MaxPool2d that pools 2x2 windows with stride 2, nothing else."""
-    return (type(m) is nn.MaxPool2d and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
-            and m.padding in (0, (0, 0)) and m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices)
-
-
-def mask_dropouts(module: nn.Module, keep: set[str] | None = None) -> nn.Module:
-    """The module with each nn.Dropout (all, or those named in `keep`) replaced by a MaskedDropout, and each 2x2
-    max-pooling by the engine's kernel (the same function: kernels/pool.py)."""
-    for path, m in list(module.named_modules()):
-        parent, _, name = path.rpartition(".")
-        if type(m) is nn.Dropout and (keep is None or path in keep):
-            setattr(module.get_submodule(parent), name, MaskedDropout(m.p))
-        elif path and halving(m):
-            setattr(module.get_submodule(parent), name, MaxPool2x2())
     return module
 
 
