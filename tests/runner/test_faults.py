@@ -48,6 +48,18 @@ def stored_runs(store) -> int:
         return 0
 
 
+def held(store) -> bool:
+    """Whether a process holds a claim on a unit of the store's study."""
+    try:
+        db = sqlite3.connect(store, timeout=5)
+        try:
+            return db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] > 0
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, real_data_dir):
     """The table of the study run once, uninterrupted, by one process."""
@@ -142,7 +154,8 @@ def test_a_container_restarted_as_pid_1_resumes_its_own_claims(tmp_path, real_da
     store = tmp_path / "container.sqlite"
     proc = start(cmd)
     deadline = time.monotonic() + 240
-    while stored_runs(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
+    # once it has stored a run and holds a claim (between two units it holds none for a moment)
+    while (stored_runs(store) == 0 or not held(store)) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the study ended before its kill"
     pid_1 = descendants(proc.pid)[0]  # unshare's child: the study, pid 1 inside its namespace
