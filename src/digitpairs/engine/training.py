@@ -30,6 +30,7 @@ from digitpairs.engine.evaluate import evaluate, stack
 from digitpairs.engine.steps import GraphedStep, Step, train_epoch
 from digitpairs.kernels.build import used
 from digitpairs.model import KConv2d, PairNet, create_model, own_path
+from digitpairs.model.pairnet import net_path
 from digitpairs.model.weights import to_bytes
 from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
@@ -176,7 +177,7 @@ def train_group(arch: Arch, cfg: Config, data: dict, rounds: list[int], seeds: l
     steps_per_epoch = -(-data["train_x"].shape[1] // cfg.batch_size)
     net, opt, sched = build(arch, cfg, seeds, dev, channels_last, cfg.epochs * steps_per_epoch)
     # on the CPU, evaluation batches within the cache budget too (at 28x28, 3 rounds: 100 pairs, not 250)
-    per_member = step_bytes(arch, cfg, own_path(arch, cfg)[2])
+    per_member = step_bytes(arch, cfg, net_path(net, cfg, dev)[2] if arch.own else 0)
     eval_batch = None if dev.type == "cuda" else max(10, int(GROUP_BYTES * cfg.batch_size // (k * m * per_member)))
     key = {"arch": arch.to_dict(), "rounds": rounds, "seeds": seeds, "code": code_version()["code_hash"],
            "config": what_it_trains(cfg.to_dict())} | ({"yours": own_code(arch)} if arch.own else {})

@@ -211,19 +211,22 @@ def create_model(arch: Arch | str, cfg: Config, k: int = 1) -> PairNet:
 
 
 def own_path(arch: Arch, cfg: Config, device: str | torch.device | None = None) -> tuple[str, str, int]:
-    """How an architecture's networks of yours train on a device (default cfg.device): ("batched" |
-    "batched-random" | "looped" | "plain", why not batched, the bytes of one member's largest activation in a
-    training step in fp32); ("built-in", "", 0) for an architecture without any (spec.shapes sizes those).
-    "looped": vmap could batch it, but on the CPU a network with convolutions runs faster one member after another
-    (model.members.Members.looped)."""
+    """How an architecture's networks of yours train on a device (default cfg.device): net_path of its network;
+    ("built-in", "", 0) for an architecture without any (spec.shapes sizes those)."""
     arch = get_arch(arch) if isinstance(arch, str) else arch
     if not arch.own:
         return "built-in", "", 0
-    name = str(device or cfg.device)
-    cpu = not (name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()))
-    net = create_model(arch, cfg)
+    name = str(device or cfg.device)  # not resolved: a Ray driver without a GPU plans for its cluster's
+    cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+    return net_path(create_model(arch, cfg), cfg, torch.device("cuda" if cuda else "cpu"))
+
+
+def net_path(net: PairNet, cfg: Config, device: torch.device) -> tuple[str, str, int]:
+    """("batched" | "batched-random" | "looped" | "plain", why not batched, the bytes of one member's largest
+    activation in a training step in fp32) for a network with parts of yours. "looped": vmap could batch it, but
+    here it runs one member after another (model.members.Members.looped)."""
     parts = net.own_parts()
-    modes = {p.info.mode for p in parts} | ({"looped"} if cpu and any(p.info.convs for p in parts) else set())
+    modes = {"looped" if p.info.mode != "plain" and p.looped(device) else p.info.mode for p in parts}
     mode = next(m for m in ("plain", "looped", "batched-random", "batched") if m in modes)
     why = next((p.info.why for p in parts if p.info.mode == mode and p.info.why), "")
     if mode == "looped":
