@@ -200,3 +200,91 @@ def test_a_module_that_draws_is_known_by_the_generator_s_state_and_evaluation_ma
     noisy = Arch("t_noisy_eval", "noisy", objective="digits", head="prob", branch=nets.NoisyEvaluation)
     with pytest.raises(UserError, match="architecture t_noisy_eval: its branch draws random numbers in evaluation"):
         create_model(noisy, CFG)
+
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.parametrize("arch", [CONV, MLP, HEAD], ids=lambda a: a.name)
+def test_cuda_batched_rounds_equal_separate_runs(arch):
+    """On the GPU every part of yours is batched with vmap (convolutions too): K rounds together follow the math of
+    K separate runs, to the GPU's rounding."""
+    seeds = [3, 4, 5]
+    ds = datas(seeds)
+    assert own_path(arch, CFG, "cuda")[0] == "batched" and group_rounds(arch, CFG, "cuda") > 1
+    together = train(arch, CFG, ds, [0, 1, 2], seeds, groups=[3], device="cuda")
+    for i, s in enumerate(seeds):
+        (alone,) = train(arch, CFG, [ds[i]], [i], [s], device="cuda")
+        for ca, ct in zip(alone.curves, together[i].curves):
+            assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-3
+            assert abs(ca["test_acc"] - ct["test_acc"]) <= 2 / CFG.n_test + 1e-9
+
+
+@gpu
+def test_cuda_graphs_take_a_network_of_your_own(monkeypatch):
+    """--cuda-graphs with a conv branch of yours (BatchNorm, dropout, pooling): the step is captured and replayed,
+    trains as the plain GPU path does, to rounding, and repeats bit for bit."""
+    from digitpairs.engine import steps
+
+    cfg = CFG.replace(n_val=10, batch_size=40, epochs=3)  # 90 pairs, 180 swapped: 4 full minibatches, one of 20
+    m, seeds = fake_mnist(), [3, 4]
+    ds = [round_data(m, s, cfg.n_pairs, cfg.n_test, cfg.size, n_val=cfg.n_val) for s in seeds]
+    plain = train(CONV, cfg, ds, [0, 1], seeds, device="cuda")
+    replays = []
+    real = steps.GraphedStep.replay
+
+    def spy(self, idx, draws):
+        real(self, idx, draws)
+        replays.append(self.graph is not None)
+
+    monkeypatch.setattr(steps.GraphedStep, "replay", spy)
+    graphed = train(CONV, cfg.replace(cuda_graphs=True), ds, [0, 1], seeds, device="cuda")
+    assert len(replays) == 4 * 3 and sum(replays) == 4 * 3 - steps.GraphedStep.WARMUP
+    for a, b in zip(plain, graphed):
+        for ca, cb in zip(a.curves, b.curves):
+            assert ca["train_loss"] == pytest.approx(cb["train_loss"], rel=1e-3)
+            assert abs(ca["test_acc"] - cb["test_acc"]) <= 2 / cfg.n_test + 1e-9
+    again = train(CONV, cfg.replace(cuda_graphs=True), ds, [0, 1], seeds, device="cuda")
+    assert [r.curves for r in graphed] == [r.curves for r in again]
+
+
+@gpu
+@pytest.mark.parametrize("branch, mode", [(nets.Branchy, "plain"), (nets.Noisy, "batched-random"),
+                                          (nets.StochasticDepth, "plain")])
+def test_cuda_runs_what_vmap_cannot_take_and_repeats(branch, mode):
+    """The paths that are not fully batched run on the GPU eagerly (no CUDA graphs, even when asked for), and the
+    same rounds twice give the same curves."""
+    arch = Arch(f"t_{mode}", mode, objective="digits", head="prob", branch=branch)
+    assert own_path(arch, CFG, "cuda")[0] == mode
+    cfg = CFG.replace(cuda_graphs=True)
+    first = train(arch, cfg, datas([3, 4]), [0, 1], [3, 4], device="cuda")
+    again = train(arch, cfg, datas([3, 4]), [0, 1], [3, 4], device="cuda")
+    assert [r.curves for r in first] == [r.curves for r in again]
+    assert all(r.test_acc > 0 for r in first)
+
+
+def test_batchnorm_computes_in_float32_under_vmap_only():
+    """On a GPU vmap's BatchNorm backward takes no bfloat16 input beside float32 statistics: under vmap a
+    BatchNorm of yours computes in float32 (as CPU autocast has it anyway); outside, as your module says."""
+    bn = swaps.mask_dropouts(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
+    x = torch.rand(4, 3, 2, 2, dtype=torch.bfloat16)
+    assert bn(x).dtype == torch.bfloat16
+    swaps.VMAP.on = True
+    try:
+        assert bn(x).dtype == torch.float32
+    finally:
+        swaps.VMAP.on = False
+
+
+@gpu
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "graphs"])
+def test_cuda_bf16_batched_batchnorm_trains_and_repeats(graphs):
+    """The default precision (bf16) on the GPU, a conv branch with BatchNorm batched under vmap: it trains, with and
+    without CUDA graphs, and the same rounds twice give the same curves."""
+    cfg = CFG.replace(precision="bf16", cuda_graphs=graphs)
+    first = train(CONV, cfg, datas([3, 4]), [0, 1], [3, 4], device="cuda")
+    again = train(CONV, cfg, datas([3, 4]), [0, 1], [3, 4], device="cuda")
+    assert [r.curves for r in first] == [r.curves for r in again]
+    assert all(r.curves[-1]["train_loss"] < r.curves[0]["train_loss"] for r in first)

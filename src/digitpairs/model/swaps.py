@@ -1,7 +1,8 @@
 """What the engine swaps into a module of yours so that K members train as separate runs would, and fast: each
 nn.Dropout becomes a MaskedDropout, whose keep mask the engine draws from the member's own stream, and each 2x2
-nn.MaxPool2d the engine's CPU kernel (the same values and gradient: kernels/pool.py). Parameter and buffer names stay
-as in your module."""
+nn.MaxPool2d the engine's CPU kernel (the same values and gradient: kernels/pool.py). Each BatchNorm computes in
+float32 under vmap, as CPU autocast has it compute anyway: on a GPU, vmap's BatchNorm backward takes no bfloat16
+input beside float32 statistics. Parameter and buffer names stay as in your module."""
 
 import threading
 
@@ -37,6 +38,15 @@ class MaxPool2x2(nn.Module):
         return F.max_pool2d(x, 2) if getattr(VMAP, "on", False) else max_pool2x2(x)
 
 
+def float_under_vmap(module: nn.Module, inputs: tuple):
+    """A forward pre-hook of a BatchNorm: its input in float32 under vmap (autocast casts the output back where the
+    next layer computes in bfloat16)."""
+    x = inputs[0]
+    if getattr(VMAP, "on", False) and x.is_floating_point() and x.dtype != torch.float32:
+        return (x.float(), *inputs[1:])
+    return None
+
+
 def halving(m: nn.Module) -> bool:
     """Whether m is an nn.MaxPool2d that pools 2x2 windows with stride 2, nothing else."""
     return (type(m) is nn.MaxPool2d and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
@@ -44,12 +54,15 @@ def halving(m: nn.Module) -> bool:
 
 
 def mask_dropouts(module: nn.Module, keep: set[str] | None = None) -> nn.Module:
-    """The module with each nn.Dropout (all, or those named in `keep`) replaced by a MaskedDropout, and each 2x2
-    max-pooling by the engine's kernel (the same function: kernels/pool.py)."""
+    """The module with each nn.Dropout (all, or those named in `keep`) replaced by a MaskedDropout, each 2x2
+    max-pooling by the engine's kernel (the same function: kernels/pool.py), and each BatchNorm in float32 under
+    vmap."""
     for path, m in list(module.named_modules()):
         parent, _, name = path.rpartition(".")
         if type(m) is nn.Dropout and (keep is None or path in keep):
             setattr(module.get_submodule(parent), name, MaskedDropout(m.p))
         elif path and halving(m):
             setattr(module.get_submodule(parent), name, MaxPool2x2())
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(float_under_vmap)
     return module
