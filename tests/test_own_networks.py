@@ -163,6 +163,7 @@ def test_bench_takes_a_network_of_ones_own(tmp_path, real_data_dir):
                 "--rounds", "2", "--data-dir", real_data_dir)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "your network: looped in the engine" in p.stdout and "speedup" in p.stdout
+    assert "worker processes of one thread each" in p.stdout or os.cpu_count() == 1
 
 
 @pytest.mark.slow

@@ -8,7 +8,10 @@ Its network is the engine's (pooling before BatchNorm and ReLU, the same head), 
 compute, not in what.
 Engine: train() as the studies use it (engine/training.py): rounds in groups of at most a study's group size, one group per
 thread at a time (a study keeps every core busy with a unit per worker; here the groups are balanced over the
-threads instead), channels_last, the compiled kernels (kernels/), in the given precision.
+threads instead), channels_last, the compiled kernels (kernels/), in the given precision. A network of yours that
+trains one round at a time on the CPU (groups of 1) trains as `digitpairs run` trains a study's units by default:
+on worker processes of one thread each, one per thread, set up once (runner/units.py), each round a unit. Threads
+started anew for each short call would time their own warm-up (oneDNN's primitives are made per thread).
 Both train the same rounds on the same pairs; the figures are model-epochs per second and effective GFLOP/s (the
 model's analytic FLOPs over wall time) beside the machine's measured matmul rate, with the machine's name and its
 load average, since a busy machine slows either side. Each loop first trains one untimed epoch on the same shapes,
@@ -16,8 +19,10 @@ so that what a process does once (CUDA's start, cuDNN's plans, loading the compi
 what each training call does (building the model, capturing a CUDA graph) is timed.
 """
 
+import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +35,12 @@ from digitpairs.data.pairs import augment, round_for, target_of
 from digitpairs.engine import group_rounds, train
 from digitpairs.kernels import library
 from digitpairs.model import average, create_model, own_path
+from digitpairs.runner import units
+from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
 from digitpairs.spec.shapes import flops_per_pair, kernel_size
+from digitpairs.spec.studyfile import Variant
 
 
 def matmul_gflops(dtype: torch.dtype, device: str = "cpu", n: int = 2048, seconds: float = 1.0) -> float:
@@ -184,24 +192,57 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     log(f"machine: {devices.name(dev)}, {torch.get_num_threads()} threads; matmul rate fp32 "
         f"{matmul_gflops(torch.float32, dev):.0f} GFLOP/s, bf16 {matmul_gflops(torch.bfloat16, dev):.0f} GFLOP/s; "
         f"the engine's pooling, first convolution and BatchNorm: {kernels} (kernels/)")
+    looped = arch.own and dev.type == "cpu" and group_rounds(arch, cfg, dev) == 1
+    workers = threads if looped and threads > 1 else 0
+    if workers:
+        log(f"the engine: each round a unit on {workers} worker processes of one thread each, as `digitpairs run` "
+            "trains a study's units")
     log("warm-up: one untimed epoch of each loop (the reference on one round, the engine on its groups)")
-    plain_run(arch, cfg.replace(epochs=1), datas[0], seeds[0], dev)
-    train(arch, cfg.replace(epochs=1), datas, list(range(rounds)), seeds, groups=groups, device=dev)
+    engine, close = engine_loop(arch, cfg, datas, seeds, groups, dev, workers, data_dir)
+    try:
+        plain_run(arch, cfg.replace(epochs=1), datas[0], seeds[0], dev)
+        engine(1)
+        rates = timed({"reference": lambda: [plain_run(arch, cfg, d, s, dev) for d, s in zip(datas, seeds)],
+                       "engine": lambda: engine(cfg.epochs)}, rounds * cfg.epochs, flops, engine_mode(cfg), log)
+    finally:
+        close()
+    speedup = rates["engine"] / rates["reference"]
+    log(f"speedup {speedup:.2f}")
+    return speedup
+
+
+def engine_loop(arch: Arch, cfg: Config, datas: list, seeds: list[int], groups: list[int], dev, workers: int,
+                data_dir):
+    """(train(epochs) -> the rounds' test accuracies, close()): the engine in this process, its groups on threads;
+    or, with `workers`, each round a unit on that many worker processes (runner/units.py's set-up, one thread
+    each), where the rounds draw their pairs as in this process (round_for) and the same seeds."""
+    if not workers:
+        return (lambda epochs: [r.test_acc for r in train(arch, cfg.replace(epochs=epochs), datas, list(range(len(
+            datas))), seeds, groups=groups, device=dev)], lambda: None)
+    ctx = mp.get_context("spawn")
+    with units.interrupts_blocked():  # the workers ignore Ctrl-C, and end with this process
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=units.worker_init, initargs=(
+            data_dir, 1, ctx.RawValue("q", 0), ctx.Lock(), os.getpid(), tuple(plugins.loaded())))
+
+    def run(epochs: int) -> list[float]:
+        v = Variant(arch.name, arch.name, arch, cfg.replace(epochs=epochs))
+        with units.interrupts_blocked():
+            futures = [pool.submit(units.run_unit, units.Unit(v, ((r,),))) for r in range(len(datas))]
+        return [res.test_acc for f in futures for res in f.result()[1]]
+
+    return run, lambda: pool.shutdown(cancel_futures=True)
+
+
+def timed(loops: dict, model_epochs: int, flops: float, mode: str, log) -> dict[str, float]:
+    """Each loop run once, timed, one after the other: its model-epochs per second, printed with its figures."""
     rates = {}
-    for name, fn in (
-        ("reference", lambda: [plain_run(arch, cfg, d, s, dev) for d, s in zip(datas, seeds)]),
-        ("engine", lambda: [r.test_acc for r in train(arch, cfg, datas, list(range(rounds)), seeds, groups=groups,
-                                                      device=dev)]),
-    ):
+    for name, fn in loops.items():
         load = os.getloadavg()[0]
         start = time.perf_counter()
         accs = fn()
         wall = time.perf_counter() - start
-        rates[name] = rounds * cfg.epochs / wall
+        rates[name] = model_epochs / wall
         log(f"{name:<9} {wall:7.1f} s  {rates[name]:6.2f} model-epochs/s  {rates[name] * flops / 1e9:6.1f} GFLOP/s "
-            f"effective  (mean test acc {sum(accs) / len(accs):.4f}, "
-            f"{engine_mode(cfg) if name == 'engine' else 'fp32'}; load average {load:.1f} before, "
-            f"{os.getloadavg()[0]:.1f} after)")
-    speedup = rates["engine"] / rates["reference"]
-    log(f"speedup {speedup:.2f}")
-    return speedup
+            f"effective  (mean test acc {sum(accs) / len(accs):.4f}, {mode if name == 'engine' else 'fp32'}; "
+            f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    return rates
