@@ -37,11 +37,12 @@ builtin() {
     > "$tmp/tests.txt" 2>&1
   tail -4 "$tmp/tests.txt" >> "$out/machine.txt"; tail -1 "$tmp/tests.txt"
 
+  : > "$out/bench.txt"; : > "$out/study.txt"
   for run in "28" "28 --no-cuda-graphs" "14" "14 --no-cuda-graphs" "28 --matmul-conv"; do
     set -- $run
-    echo "== bench --size $*" >> "$out/bench.txt"
-    timeout 60 "$py" -m digitpairs bench --device cuda --size "$@" >> "$out/bench.txt" 2>&1
-    echo "bench --size $*: $(grep -E "^(engine|speedup)" "$out/bench.txt" | tail -2 | tr '\n' ' ')"
+    timeout 60 "$py" -m digitpairs bench --device cuda --size "$@" > "$tmp/bench.txt" 2>&1
+    { echo "== bench --size $*"; cat "$tmp/bench.txt"; } >> "$out/bench.txt"
+    echo "bench --size $*: $(grep -E "^(engine|speedup)" "$tmp/bench.txt" | tr '\n' ' ')"
   done
 
   study() {  # name, options
@@ -79,9 +80,9 @@ own() {  # networks of your own, from the example package and a plugin file
   for run in "residual_ws_aux --size 28" "residual_ws_aux --size 28 --no-cuda-graphs" "residual_ws_aux --size 14" \
              "mlp_ws_aux --size 28"; do
     set -- $run
-    echo "== bench --device cuda --arch $*" >> "$log"
-    timeout 60 "$py" -m digitpairs bench --device cuda --arch "$@" 2>&1 | grep -v "^ *$" >> "$log"
-    echo "bench --arch $*: $(grep -E "^(engine|speedup)" "$log" | tail -2 | tr '\n' ' ')"
+    timeout 60 "$py" -m digitpairs bench --device cuda --arch "$@" > "$tmp/bench.txt" 2>&1
+    { echo "== bench --device cuda --arch $*"; cat "$tmp/bench.txt"; } >> "$log"
+    echo "bench --arch $*: $(grep -E "^(engine|speedup)" "$tmp/bench.txt" | tr '\n' ' ')"
   done
   local toml
   toml=$("$py" -c 'import digitpairs_examples, os; print(os.path.dirname(digitpairs_examples.__file__))')/examples.toml
@@ -122,10 +123,11 @@ PY
    "$py" -c "from PIL import Image; import numpy as np; [Image.fromarray((np.random.default_rng(i).random((28, 28)) * 255).astype('uint8')).save(f'{i}.png') for i in (1, 2)]"
    timeout 60 "$py" -m digitpairs predict 1.png 2.png --store g.sqlite 2>&1 | tail -3; echo "exit ${PIPESTATUS[0]}") >> "$log"
   for size in 28 14; do  # this machine's CPU, as a 2-core session machine would be
-    echo "== bench --device cpu --arch residual_ws_aux --size $size, taskset -c 0,1, 2 threads" >> "$log"
-    OMP_NUM_THREADS=2 timeout 100 $(command -v taskset > /dev/null && echo taskset -c 0,1) "$py" -m digitpairs bench --device cpu --arch residual_ws_aux \
-      --size $size --epochs 3 --rounds 6 2>&1 | grep -v "^ *$" >> "$log"
-    echo "cpu bench $size: $(grep -E "^speedup" "$log" | tail -1)"
+    OMP_NUM_THREADS=2 timeout 100 $(command -v taskset > /dev/null && echo taskset -c 0,1) "$py" -m digitpairs bench \
+      --device cpu --arch residual_ws_aux --size $size --epochs 3 --rounds 6 > "$tmp/bench.txt" 2>&1
+    { echo "== bench --device cpu --arch residual_ws_aux --size $size, taskset -c 0,1, 2 threads"
+      cat "$tmp/bench.txt"; } >> "$log"
+    echo "cpu bench $size: $(grep -E "^speedup" "$tmp/bench.txt")"
   done
   grep -E "passed|failed|error" "$log" | head -3
 }

@@ -265,15 +265,18 @@ def test_cuda_runs_what_vmap_cannot_take_and_repeats(branch, mode):
     assert all(r.test_acc > 0 for r in first)
 
 
-def test_batchnorm_computes_in_float32_under_vmap_only():
-    """On a GPU vmap's BatchNorm backward takes no bfloat16 input beside float32 statistics: under vmap a
-    BatchNorm of yours computes in float32 (as CPU autocast has it anyway); outside, as your module says."""
+def test_batchnorm_computes_in_float32_under_vmap_on_a_gpu_only():
+    """On a GPU vmap's BatchNorm backward takes no bfloat16 input beside float32 statistics: there a BatchNorm of
+    yours computes in float32 under vmap; outside vmap, and on the CPU, as your module says."""
     bn = swaps.mask_dropouts(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
     x = torch.rand(4, 3, 2, 2, dtype=torch.bfloat16)
     assert bn(x).dtype == torch.bfloat16
     swaps.VMAP.on = True
     try:
-        assert bn(x).dtype == torch.float32
+        assert bn(x).dtype == torch.bfloat16  # the CPU: unchanged
+        assert swaps.float_under_vmap(bn[0], ()) is None  # a BatchNorm called with its input by keyword
+        if CUDA:
+            assert bn.cuda()(x.cuda()).dtype == torch.float32
     finally:
         swaps.VMAP.on = False
 

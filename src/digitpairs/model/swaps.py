@@ -1,8 +1,8 @@
 """What the engine swaps into a module of yours so that K members train as separate runs would, and fast: each
 nn.Dropout becomes a MaskedDropout, whose keep mask the engine draws from the member's own stream, and each 2x2
-nn.MaxPool2d the engine's CPU kernel (the same values and gradient: kernels/pool.py). Each BatchNorm computes in
-float32 under vmap, as CPU autocast has it compute anyway: on a GPU, vmap's BatchNorm backward takes no bfloat16
-input beside float32 statistics. Parameter and buffer names stay as in your module."""
+nn.MaxPool2d the engine's CPU kernel (the same values and gradient: kernels/pool.py). On a GPU each BatchNorm
+computes in float32 under vmap, whose BatchNorm backward takes no bfloat16 input beside float32 statistics. Parameter
+and buffer names stay as in your module."""
 
 import threading
 
@@ -39,12 +39,12 @@ class MaxPool2x2(nn.Module):
 
 
 def float_under_vmap(module: nn.Module, inputs: tuple):
-    """A forward pre-hook of a BatchNorm: its input in float32 under vmap (autocast casts the output back where the
-    next layer computes in bfloat16)."""
+    """A forward pre-hook of a BatchNorm: on a GPU, its bfloat16 or float16 input in float32 under vmap (autocast
+    casts the output back where the next layer computes in bfloat16); anything else as it comes."""
+    if not getattr(VMAP, "on", False) or not inputs or not isinstance(inputs[0], torch.Tensor):
+        return None
     x = inputs[0]
-    if getattr(VMAP, "on", False) and x.is_floating_point() and x.dtype != torch.float32:
-        return (x.float(), *inputs[1:])
-    return None
+    return (x.float(), *inputs[1:]) if x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) else None
 
 
 def halving(m: nn.Module) -> bool:
@@ -56,7 +56,7 @@ def halving(m: nn.Module) -> bool:
 def mask_dropouts(module: nn.Module, keep: set[str] | None = None) -> nn.Module:
     """The module with each nn.Dropout (all, or those named in `keep`) replaced by a MaskedDropout, each 2x2
     max-pooling by the engine's kernel (the same function: kernels/pool.py), and each BatchNorm in float32 under
-    vmap."""
+    vmap on a GPU."""
     for path, m in list(module.named_modules()):
         parent, _, name = path.rpartition(".")
         if type(m) is nn.Dropout and (keep is None or path in keep):

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from digitpairs.engine import group_rounds, train
 from digitpairs.kernels import library
 from digitpairs.model import average, create_model, own_path
 from digitpairs.runner import units
+from digitpairs.runner.backends import died
 from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
@@ -195,6 +197,7 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     looped = arch.own and dev.type == "cpu" and group_rounds(arch, cfg, dev) == 1
     workers = threads if looped and threads > 1 else 0
     if workers:
+        workers = min(workers, rounds)
         log(f"the engine: each round a unit on {workers} worker processes of one thread each, as `digitpairs run` "
             "trains a study's units")
     log("warm-up: one untimed epoch of each loop (the reference on one round, the engine on its groups)")
@@ -204,8 +207,10 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
         engine(1)
         rates = timed({"reference": lambda: [plain_run(arch, cfg, d, s, dev) for d, s in zip(datas, seeds)],
                        "engine": lambda: engine(cfg.epochs)}, rounds * cfg.epochs, flops, engine_mode(cfg), log)
-    finally:
-        close()
+    except BaseException:  # Ctrl-C among them: the workers end at once
+        close(at_once=True)
+        raise
+    close(at_once=False)
     speedup = rates["engine"] / rates["reference"]
     log(f"speedup {speedup:.2f}")
     return speedup
@@ -213,24 +218,32 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
 
 def engine_loop(arch: Arch, cfg: Config, datas: list, seeds: list[int], groups: list[int], dev, workers: int,
                 data_dir):
-    """(train(epochs) -> the rounds' test accuracies, close()): the engine in this process, its groups on threads;
-    or, with `workers`, each round a unit on that many worker processes (runner/units.py's set-up, one thread
-    each), where the rounds draw their pairs as in this process (round_for) and the same seeds."""
+    """(train(epochs) -> the rounds' test accuracies, close(at_once)): the engine in this process, its groups on
+    threads; or, with `workers`, each round a unit on that many worker processes (runner/units.py's set-up, one
+    thread each), where the rounds draw their pairs as in this process (round_for) and the same seeds."""
     if not workers:
         return (lambda epochs: [r.test_acc for r in train(arch, cfg.replace(epochs=epochs), datas, list(range(len(
-            datas))), seeds, groups=groups, device=dev)], lambda: None)
+            datas))), seeds, groups=groups, device=dev)], lambda at_once: None)
     ctx = mp.get_context("spawn")
     with units.interrupts_blocked():  # the workers ignore Ctrl-C, and end with this process
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=units.worker_init, initargs=(
             data_dir, 1, ctx.RawValue("q", 0), ctx.Lock(), os.getpid(), tuple(plugins.loaded())))
 
-    def run(epochs: int) -> list[float]:
-        v = Variant(arch.name, arch.name, arch, cfg.replace(epochs=epochs))
+    def rounds(epochs: int) -> list[float]:
+        v = Variant(arch.name, arch.name, arch, cfg.replace(epochs=epochs, device=str(dev)))
         with units.interrupts_blocked():
             futures = [pool.submit(units.run_unit, units.Unit(v, ((r,),))) for r in range(len(datas))]
-        return [res.test_acc for f in futures for res in f.result()[1]]
+        try:
+            return [res.test_acc for f in futures for res in f.result()[1]]
+        except BrokenProcessPool:
+            raise died() from None
 
-    return run, lambda: pool.shutdown(cancel_futures=True)
+    def close(at_once: bool) -> None:  # at_once: on Ctrl-C or an error (the workers ignore Ctrl-C)
+        pool.shutdown(wait=not at_once, cancel_futures=True)
+        for p in mp.active_children() if at_once else ():
+            p.kill()
+
+    return rounds, close
 
 
 def timed(loops: dict, model_epochs: int, flops: float, mode: str, log) -> dict[str, float]:
