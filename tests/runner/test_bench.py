@@ -47,3 +47,32 @@ def test_balanced_groups():
     assert bench.balanced_groups(10, 2, 3) == [3, 3, 2, 2]
     assert bench.balanced_groups(10, 2, 13) == [5, 5]
     assert bench.balanced_groups(3, 4, 3) == [1, 1, 1]
+
+
+def test_the_bench_s_workers_train_the_rounds_as_this_process_does(real_data_dir):
+    """A network of yours trained one round at a time: the bench's worker processes (one thread each) give the
+    rounds the numbers one thread of this process gives them."""
+    from digitpairs import Arch
+    from digitpairs.data import mnist
+    from digitpairs.data.pairs import round_for
+    from digitpairs.engine import train
+    from tests.model import nets
+
+    arch = Arch("t_conv_bench", "conv", objective="comparison+digits", branch=nets.conv_bn_drop)
+    cfg = Config(size=14, n_pairs=200, n_test=100, epochs=1, device="cpu")
+    m = mnist.load(real_data_dir, log=lambda *a: None)
+    datas = [round_for(m, cfg, r) for r in range(2)]
+    seeds = [cfg.seed + r for r in range(2)]
+    engine, close = bench.engine_loop(arch, cfg, datas, seeds, [1, 1], torch.device("cpu"), 2, real_data_dir)
+    try:
+        in_workers = engine(2)
+    finally:
+        close(at_once=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = [r.test_acc for r in train(arch, cfg.replace(epochs=2), datas, [0, 1], seeds, groups=[1, 1],
+                                           threads=1)]
+    finally:
+        torch.set_num_threads(threads)
+    assert in_workers == here and len(set(here)) == 2, (in_workers, here)
