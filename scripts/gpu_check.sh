@@ -40,9 +40,9 @@ builtin() {
   : > "$out/bench.txt"; : > "$out/study.txt"
   for run in "28" "28 --no-cuda-graphs" "14" "14 --no-cuda-graphs" "28 --matmul-conv"; do
     set -- $run
-    timeout 60 "$py" -m digitpairs bench --device cuda --size "$@" > "$tmp/bench.txt" 2>&1
+    timeout 60 "$py" -m digitpairs bench --device cuda --size "$@" > "$tmp/bench.txt" 2>&1 || echo "exit $?" >> "$tmp/bench.txt"
     { echo "== bench --size $*"; cat "$tmp/bench.txt"; } >> "$out/bench.txt"
-    echo "bench --size $*: $(grep -E "^(engine|speedup)" "$tmp/bench.txt" | tr '\n' ' ')"
+    echo "bench --size $*: $(grep -E "^(engine|speedup|exit)" "$tmp/bench.txt" | tr '\n' ' ')"
   done
 
   study() {  # name, options
@@ -80,9 +80,9 @@ own() {  # networks of your own, from the example package and a plugin file
   for run in "residual_ws_aux --size 28" "residual_ws_aux --size 28 --no-cuda-graphs" "residual_ws_aux --size 14" \
              "mlp_ws_aux --size 28"; do
     set -- $run
-    timeout 60 "$py" -m digitpairs bench --device cuda --arch "$@" > "$tmp/bench.txt" 2>&1
+    timeout 60 "$py" -m digitpairs bench --device cuda --arch "$@" > "$tmp/bench.txt" 2>&1 || echo "exit $?" >> "$tmp/bench.txt"
     { echo "== bench --device cuda --arch $*"; cat "$tmp/bench.txt"; } >> "$log"
-    echo "bench --arch $*: $(grep -E "^(engine|speedup)" "$tmp/bench.txt" | tr '\n' ' ')"
+    echo "bench --arch $*: $(grep -E "^(engine|speedup|exit)" "$tmp/bench.txt" | tr '\n' ' ')"
   done
   local toml
   toml=$("$py" -c 'import digitpairs_examples, os; print(os.path.dirname(digitpairs_examples.__file__))')/examples.toml
@@ -124,10 +124,10 @@ PY
    timeout 60 "$py" -m digitpairs predict 1.png 2.png --store g.sqlite 2>&1 | tail -3; echo "exit ${PIPESTATUS[0]}") >> "$log"
   for size in 28 14; do  # this machine's CPU, as a 2-core session machine would be
     OMP_NUM_THREADS=2 timeout 100 $(command -v taskset > /dev/null && echo taskset -c 0,1) "$py" -m digitpairs bench \
-      --device cpu --arch residual_ws_aux --size $size --epochs 3 --rounds 6 > "$tmp/bench.txt" 2>&1
+      --device cpu --arch residual_ws_aux --size $size --epochs 3 --rounds 6 > "$tmp/bench.txt" 2>&1 || echo "exit $?" >> "$tmp/bench.txt"
     { echo "== bench --device cpu --arch residual_ws_aux --size $size, taskset -c 0,1, 2 threads"
       cat "$tmp/bench.txt"; } >> "$log"
-    echo "cpu bench $size: $(grep -E "^speedup" "$tmp/bench.txt")"
+    echo "cpu bench $size: $(grep -E "^(speedup|exit)" "$tmp/bench.txt")"
   done
   grep -E "passed|failed|error" "$log" | head -3
 }

@@ -161,10 +161,12 @@ def test_an_installed_package_s_architectures_are_listed_and_its_study_runs(tmp_
 def test_bench_takes_a_network_of_ones_own(tmp_path, real_data_dir):
     (tmp_path / "nets.py").write_text(NETS)
     p = run_cli("bench", "--arch", "tiny_res", "--plugin", tmp_path / "nets.py", "--size", "14", "--epochs", "1",
-                "--rounds", "2", "--data-dir", real_data_dir)
+                "--rounds", "2", "--data-dir", real_data_dir, "--device", "cpu")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "your network: looped in the engine" in p.stdout and "speedup" in p.stdout
-    threads = int(re.search(r"^machine: .*, (\d+) threads;", p.stdout, re.MULTILINE).group(1))
+    machine = re.search(r"^machine: .*, (\d+) threads;", p.stdout, re.MULTILINE)
+    assert machine, p.stdout
+    threads = int(machine.group(1))
     assert ("on 2 worker processes of one thread each" in p.stdout) == (threads > 1)
 
 

@@ -49,6 +49,7 @@ def test_balanced_groups():
     assert bench.balanced_groups(3, 4, 3) == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_the_bench_s_workers_train_the_rounds_as_this_process_does(real_data_dir):
     """A network of yours trained one round at a time: the bench's worker processes (one thread each) give the
     rounds the numbers one thread of this process gives them."""

@@ -10,7 +10,8 @@ Engine: train() as the studies use it (engine/training.py): rounds in groups of 
 thread at a time (a study keeps every core busy with a unit per worker; here the groups are balanced over the
 threads instead), channels_last, the compiled kernels (kernels/), in the given precision. A network of yours that
 trains one round at a time on the CPU (groups of 1) trains as `digitpairs run` trains a study's units by default:
-on worker processes of one thread each, one per thread, set up once (runner/units.py), each round a unit. Threads
+on worker processes of one thread each, one per thread (at most one per round), set up once (runner/units.py),
+each round a unit. Threads
 started anew for each short call would time their own warm-up (oneDNN's primitives are made per thread).
 Both train the same rounds on the same pairs; the figures are model-epochs per second and effective GFLOP/s (the
 model's analytic FLOPs over wall time) beside the machine's measured matmul rate, with the machine's name and its
@@ -37,7 +38,6 @@ from digitpairs.engine import group_rounds, train
 from digitpairs.kernels import library
 from digitpairs.model import average, create_model, own_path
 from digitpairs.runner import units
-from digitpairs.runner.backends import died
 from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config
@@ -229,18 +229,21 @@ def engine_loop(arch: Arch, cfg: Config, datas: list, seeds: list[int], groups: 
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=units.worker_init, initargs=(
             data_dir, 1, ctx.RawValue("q", 0), ctx.Lock(), os.getpid(), tuple(plugins.loaded())))
 
+    before = set(mp.active_children())
+
     def rounds(epochs: int) -> list[float]:
         v = Variant(arch.name, arch.name, arch, cfg.replace(epochs=epochs, device=str(dev)))
-        with units.interrupts_blocked():
-            futures = [pool.submit(units.run_unit, units.Unit(v, ((r,),))) for r in range(len(datas))]
         try:
+            with units.interrupts_blocked():
+                futures = [pool.submit(units.run_unit, units.Unit(v, ((r,),))) for r in range(len(datas))]
             return [res.test_acc for f in futures for res in f.result()[1]]
         except BrokenProcessPool:
-            raise died() from None
+            raise UserError("a worker process of the bench died (out of memory? killed?): run it again, with "
+                            "fewer threads (OMP_NUM_THREADS) or --rounds") from None
 
     def close(at_once: bool) -> None:  # at_once: on Ctrl-C or an error (the workers ignore Ctrl-C)
         pool.shutdown(wait=not at_once, cancel_futures=True)
-        for p in mp.active_children() if at_once else ():
+        for p in set(mp.active_children()) - before if at_once else ():
             p.kill()
 
     return rounds, close
