@@ -382,3 +382,17 @@ def test_version_says_the_version_code_hash_torch_and_device():
     assert p.returncode == 0 and p.stdout.startswith(f"digitpairs {__version__} (code hash {code_version()['code_hash']}")
     assert f"torch {torch.__version__}" in p.stdout and "--device auto:" in p.stdout
     assert run_cli().returncode == 2  # no command: one line
+
+
+@pytest.mark.parametrize("command, resume", [("bench", False), ("run", True)])
+def test_an_interrupt_speaks_of_the_store_only_where_runs_are_stored(command, resume, monkeypatch, capsys):
+    from digitpairs.cli import engine_commands, main, run
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_commands, "cmd_bench", interrupted)
+    monkeypatch.setattr(run, "cmd_run", interrupted)
+    assert main.main([command] + (["paper"] if command == "run" else [])) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("digitpairs: interrupted") and ("in the store" in err) == resume

@@ -32,6 +32,7 @@ COMMANDS = {  # command -> (module, function)
 
 
 NEEDS_REGISTRY = {"list", "run", "reproduce", "bench", "predict"}  # commands that also load installed plugins
+TRAINS_A_STUDY = {"run", "reproduce"}  # commands whose finished runs an interrupt leaves in the store
 
 
 SIGTERM_SEEN = threading.Event()
@@ -86,10 +87,11 @@ def main(argv=None) -> int:
         module, function = COMMANDS[args.command]
         return getattr(importlib.import_module(module), function)(args)
     except KeyboardInterrupt:
+        then = f"; {RESUME}" if args.command in TRAINS_A_STUDY else ""
         if SIGTERM_SEEN.is_set():
-            print(f"digitpairs: terminated (SIGTERM); {RESUME}", file=sys.stderr)
+            print(f"digitpairs: terminated (SIGTERM){then}", file=sys.stderr)
             return 143
-        print(f"digitpairs: interrupted; {RESUME}", file=sys.stderr)
+        print(f"digitpairs: interrupted{then}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
