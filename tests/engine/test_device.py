@@ -93,16 +93,21 @@ def test_cuda_learns_like_the_cpu():
 
 
 @gpu
-@pytest.mark.parametrize("name", ["siamese_ws_aux_bn_drop", "ws_bn_aug_bayes", "siamese_nows"])
+@pytest.mark.parametrize("name", ["siamese_ws_aux_bn_drop", "ws_bn_aug_bayes", "siamese_nows", "yours"])
 def test_cuda_graphs_agree_with_the_plain_gpu_path(name, monkeypatch):
     """--cuda-graphs: the step captured once per group and replayed (all but the 3 warm-up steps of each group's
-    full minibatches) trains as the plain GPU path does, to rounding; a partial last minibatch runs eagerly."""
+    full minibatches) trains as the plain GPU path does, to rounding; a partial last minibatch runs eagerly. "yours":
+    a conv branch of a user's kind (BatchNorm, dropout, pooling), batched with vmap."""
     import dataclasses
 
+    from digitpairs import Arch
     from digitpairs.engine import steps
     from digitpairs.spec.registry import ARCHS
+    from tests.model import nets
 
-    arch = dataclasses.replace(ARCHS[name], extra=ARCHS[name].extra | {"epochs": 3})
+    arch = (Arch("t_conv", "conv", objective="comparison+digits", branch=nets.conv_bn_drop) if name == "yours"
+            else ARCHS[name])
+    arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 3})
     cfg = CFG.replace(n_val=10, batch_size=40)  # 90 pairs, 180 swapped: 4 full minibatches and one of 20
     m, seeds = fake_mnist(), [3, 4]
     ds = [round_data(m, s, cfg.n_pairs, cfg.n_test, cfg.size, n_val=cfg.n_val) for s in seeds]

@@ -223,34 +223,6 @@ def test_cuda_batched_rounds_equal_separate_runs(arch):
 
 
 @gpu
-def test_cuda_graphs_take_a_network_of_your_own(monkeypatch):
-    """--cuda-graphs with a conv branch of yours (BatchNorm, dropout, pooling): the step is captured and replayed,
-    trains as the plain GPU path does, to rounding, and repeats bit for bit."""
-    from digitpairs.engine import steps
-
-    cfg = CFG.replace(n_val=10, batch_size=40, epochs=3)  # 90 pairs, 180 swapped: 4 full minibatches, one of 20
-    m, seeds = fake_mnist(), [3, 4]
-    ds = [round_data(m, s, cfg.n_pairs, cfg.n_test, cfg.size, n_val=cfg.n_val) for s in seeds]
-    plain = train(CONV, cfg, ds, [0, 1], seeds, device="cuda")
-    replays = []
-    real = steps.GraphedStep.replay
-
-    def spy(self, idx, draws):
-        real(self, idx, draws)
-        replays.append(self.graph is not None)
-
-    monkeypatch.setattr(steps.GraphedStep, "replay", spy)
-    graphed = train(CONV, cfg.replace(cuda_graphs=True), ds, [0, 1], seeds, device="cuda")
-    assert len(replays) == 4 * 3 and sum(replays) == 4 * 3 - steps.GraphedStep.WARMUP
-    for a, b in zip(plain, graphed):
-        for ca, cb in zip(a.curves, b.curves):
-            assert ca["train_loss"] == pytest.approx(cb["train_loss"], rel=1e-3)
-            assert abs(ca["test_acc"] - cb["test_acc"]) <= 2 / cfg.n_test + 1e-9
-    again = train(CONV, cfg.replace(cuda_graphs=True), ds, [0, 1], seeds, device="cuda")
-    assert [r.curves for r in graphed] == [r.curves for r in again]
-
-
-@gpu
 @pytest.mark.parametrize("branch, mode", [(nets.Branchy, "plain"), (nets.Noisy, "batched-random"),
                                           (nets.StochasticDepth, "plain")])
 def test_cuda_runs_what_vmap_cannot_take_and_repeats(branch, mode):

@@ -32,12 +32,11 @@ from digitpairs.kernels.build import used
 from digitpairs.model import KConv2d, PairNet, create_model, own_path
 from digitpairs.model.pairnet import net_path
 from digitpairs.model.weights import to_bytes
-from digitpairs.spec import plugins
 from digitpairs.spec.arch import Arch
 from digitpairs.spec.config import Config, what_it_trains
 from digitpairs.spec.provenance import code_version
 from digitpairs.spec.records import RunResult
-from digitpairs.spec.registry import arch_config, get_arch
+from digitpairs.spec.registry import arch_config, get_arch, own_hashes
 from digitpairs.spec.shapes import first_map_bytes
 
 GROUP_BYTES = 12e6  # on the CPU, a group's largest activation at most this (where rounds allow): it stays in cache
@@ -67,7 +66,7 @@ def step_bytes(arch: Arch, cfg: Config, own_bytes: int) -> int:
 def own_code(arch: Arch) -> list[str | None]:
     """The hashes of the source files of an architecture's networks of yours (spec.plugins.code_hash), as its
     registration took them where this process has no file of them (a Ray task)."""
-    here = [plugins.code_hash(arch.factory(part)) for part in arch.own_parts]
+    here = own_hashes(arch)
     return list(arch.code) if arch.code and None in here else here
 
 

@@ -96,10 +96,11 @@ class PairNet(nn.Module):
     def draw_masks(self, b: int) -> list[torch.Tensor]:
         """The keep masks of a training forward on b pairs, drawn in the order the forward would draw them: a shared
         branch sees both images of every pair (2b rows), each unshared branch one image (b rows), a head b rows."""
-        rows = {id(d): 2 * b // len(self.branches) for d in self.dropouts()}
+        drops = self.dropouts()
+        rows = {id(d): 2 * b // len(self.branches) for d in drops}
         if isinstance(self.head, members.Members):
             rows |= {id(d): b for d in self.head.dropouts}
-        return [d.draw(rows[id(d)]) for d in self.dropouts()]
+        return [d.draw(rows[id(d)]) for d in drops]
 
     def num_params(self) -> int:
         """Parameters of one round's model, i.e. of its `members` ensemble members (BatchNorm's affine parameters

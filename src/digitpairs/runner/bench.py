@@ -182,7 +182,8 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     flops = (create_model(arch, cfg).flops_per_pair() if arch.own else flops_per_pair(arch, cfg)) * (
         3 * n_train + cfg.n_test)
     threads = 1 if dev.type == "cuda" else torch.get_num_threads()
-    groups = balanced_groups(rounds, threads, group_rounds(arch, cfg, dev))
+    size = group_rounds(arch, cfg, dev)
+    groups = balanced_groups(rounds, threads, size)
     log(f"bench {arch.name}: {rounds} rounds x {cfg.epochs} epochs at {cfg.size}x{cfg.size}, "
         f"{flops / 1e9:.1f} GFLOP per model-epoch; the engine's groups {groups}")
     if arch.own:
@@ -194,7 +195,7 @@ def run(arch: Arch, cfg: Config, rounds: int, data_dir=None, log=print, device: 
     log(f"machine: {devices.name(dev)}, {torch.get_num_threads()} threads; matmul rate fp32 "
         f"{matmul_gflops(torch.float32, dev):.0f} GFLOP/s, bf16 {matmul_gflops(torch.bfloat16, dev):.0f} GFLOP/s; "
         f"the engine's pooling, first convolution and BatchNorm: {kernels} (kernels/)")
-    looped = arch.own and dev.type == "cpu" and group_rounds(arch, cfg, dev) == 1
+    looped = arch.own and dev.type == "cpu" and size == 1
     workers = threads if looped and threads > 1 else 0
     if workers:
         workers = min(workers, rounds)

@@ -1,6 +1,7 @@
 """Every hyperparameter, in one typed dataclass with its reason; presets are just overrides of it. No torch."""
 
 import dataclasses
+import functools
 import inspect
 import io
 import math
@@ -147,6 +148,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
+@functools.cache  # read from the source once per process (run and reproduce both take the flags)
 def comments() -> dict[str, str]:
     """{field: its comment in Config above, in one line}: the comment beside the field joined with the comments
     alone on the lines below it that are indented past their `#` (what the field means; the help of its flag)."""

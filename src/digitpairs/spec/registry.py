@@ -26,7 +26,7 @@ def register(arch: Arch) -> Arch:
         arch = dataclasses.replace(arch, plugin=plugins.CURRENT[-1])
     arch = arch.validate()
     if arch.own:  # hashed here, where its files are: a Ray task that gets its code by value has none
-        arch = dataclasses.replace(arch, code=tuple(plugins.code_hash(arch.factory(p)) for p in arch.own_parts))
+        arch = dataclasses.replace(arch, code=tuple(own_hashes(arch)))
     ARCHS[arch.name] = arch
     return arch
 
@@ -73,10 +73,10 @@ def get_arch(name: str) -> Arch:
     return ARCHS[name]
 
 
-def list_archs() -> list[str]:
-    """The names of every architecture: built in, registered, and from installed plugins."""
-    plugins.load_installed()
-    return list(ARCHS)
+def own_hashes(arch: Arch) -> list[str | None]:
+    """The SHA-256 of the source file of each of an architecture's networks of yours (spec.plugins.code_hash);
+    None where this process has no file of it."""
+    return [plugins.code_hash(arch.factory(part)) for part in arch.own_parts]
 
 
 def own_settings(arch: Arch, size: int) -> dict:
