@@ -1,8 +1,10 @@
-"""Where an epoch of the engine goes: one group of 3 rounds, one epoch (its training steps and its evaluation), one
-torch thread, bf16, channels_last, under torch.profiler; the operators summed by kind. docs/benchmarks.md's profile
-tables come from it.
+"""Where an epoch of the engine goes: one group of 3 rounds (--rounds), one epoch (its training steps and its
+evaluation), one torch thread, bf16, channels_last, freed memory kept (as a study's processes), under
+torch.profiler; the operators summed by kind.
+docs/benchmarks.md's profile tables come from it.
 
-    python scripts/profile_step.py [--size 28|14] [--arch NAME]
+    python scripts/profile_step.py [--size 28|14] [--arch NAME] [--rounds K]
+    python scripts/profile_step.py --size 14 --arch residual_ws_aux --rounds 1   # a network of yours, as it trains
     CC=false python scripts/profile_step.py ...   # without the compiled kernels (no C compiler: PyTorch's ops)
 """
 
@@ -14,6 +16,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from digitpairs.base.procfs import keep_freed_memory
 from digitpairs.data import mnist
 from digitpairs.data.pairs import round_for
 from digitpairs.engine import train
@@ -40,16 +43,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=28, help="image side, 28 or 14 (default: 28)")
     p.add_argument("--arch", default="siamese_ws_aux_bn", help="architecture (default: siamese_ws_aux_bn)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds in the group (default: 3; on the CPU a network "
+                   "of yours with convolutions trains one at a time)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()  # as a study's processes have it (runner/units.py)
     arch = get_arch(args.arch)
     arch = dataclasses.replace(arch, extra={**arch.extra, "epochs": 1})  # one epoch, whatever the architecture sets
     cfg = Config(size=args.size)
     m = mnist.load(None, log=lambda *a: None)
-    datas = [round_for(m, cfg, r) for r in range(3)]
+    rounds = list(range(args.rounds))
+    datas = [round_for(m, cfg, r) for r in rounds]
 
     def run():
-        train(arch, cfg, datas, [0, 1, 2], [0, 1, 2], threads=1, groups=[3], device="cpu")
+        train(arch, cfg, datas, rounds, rounds, threads=1, groups=[args.rounds], device="cpu")
 
     run()  # warm-up (and the kernels' compilation, if any)
     times = []

@@ -1,7 +1,7 @@
 import torch
 
 from digitpairs.data.pairs import round_data, sub_seed
-from digitpairs.engine.training import train
+from digitpairs.engine.training import optimizer, train
 from digitpairs.model import create_model
 from digitpairs.model.weights import from_bytes
 from digitpairs.spec.config import Config
@@ -122,6 +122,18 @@ def test_batched_parameters_match_after_steps():
     # differences become step differences up to lr, so parameters agree to a fraction of lr, not to the last bit
     for p1, p2 in zip(nets[1].parameters(), nets[2].parameters(), strict=True):
         assert (p1.reshape(-1) - p2.reshape(2, -1)[1]).abs().max() < 0.1 * cfg.lr
+
+
+def test_adam_is_fused_for_a_network_of_yours_and_foreach_for_the_built_in_family_on_the_cpu():
+    """A network of yours holds as many weight tensors as its module: one fused update for them all on the CPU; the
+    built-in family keeps foreach (the per-parameter loop's numbers). A GPU fuses both (tests/engine/test_device.py
+    trains there)."""
+    from digitpairs import Arch
+    from tests.model import nets
+    yours = Arch("t_opt", "opt", objective="comparison+digits", branch=nets.conv_bn_drop)
+    for arch, fused in ((yours, True), ("siamese_ws_aux_bn", False)):
+        (group,) = optimizer(create_model(arch, CFG, 1), CFG, torch.device("cpu")).param_groups
+        assert bool(group["fused"]) is fused and bool(group["foreach"]) is not fused
 
 
 def test_bf16_trains_and_is_deterministic():

@@ -12,6 +12,19 @@ def conv_bn_drop(size):
                          nn.Linear(24, 10))
 
 
+class ConvView(nn.Module):
+    """A convolution, then .view of its map, as many tutorials write it: only NCHW's strides allow that view."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * size * size, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(y.shape[0], -1))
+
+
 def mlp(size):
     return nn.Sequential(nn.Flatten(), nn.Linear(size * size, 32), nn.ReLU(), nn.Linear(32, 10))
 

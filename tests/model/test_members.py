@@ -51,6 +51,26 @@ def test_on_the_cpu_convolutions_run_one_round_at_a_time_and_the_rest_batched():
     assert own_path(MLP, CFG, "cpu")[0] == "batched" and group_rounds(MLP, CFG, "cpu") > 1
 
 
+def test_on_the_cpu_a_conv_branch_computes_in_channels_last_memory_where_it_runs_so():
+    """The engine hands a conv branch its images in channels-last memory, one member after another on the CPU;
+    one that cannot take them (a .view that needs NCHW's strides) gets NCHW, and trains."""
+    view = Arch("t_view", "view", objective="comparison+digits", branch=nets.ConvView)
+    seen = []
+    for arch, cl in ((CONV, True), (view, False), (MLP, False)):
+        part = create_model(arch, CFG).own_parts()[0]
+        assert part.info.channels_last is cl, arch.name
+        template = part._template[0]
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.append(
+            o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous()))
+            for m in template.modules() if isinstance(m, torch.nn.Conv2d)]
+        part.train()(torch.rand(1, 4, 1, 14, 14))
+        for h in hooks:
+            h.remove()
+    assert seen == [True, False]  # the conv branch's convolution, then the other's
+    (result,) = train(view, CFG, datas([3]), [0], [3])
+    assert 0 <= result.test_acc <= 1
+
+
 def test_batchnorm_statistics_stay_per_member():
     """Under vmap each member updates its own slice of the stacked running statistics."""
     net = create_model(CONV, CFG, 2).seed([1, 2], [3, 4]).train()

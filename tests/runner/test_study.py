@@ -9,11 +9,12 @@ import threading
 import time
 
 import pytest
+import torch
 
 from digitpairs import UserError
 from digitpairs.base.procfs import start_time
 from digitpairs.runner import driver as driver_module
-from digitpairs.runner import study
+from digitpairs.runner import study, units
 from digitpairs.runner.backends import ProcessPool, dispatch
 from digitpairs.runner.driver import Driver, groups_of, plan
 from digitpairs.runner.units import Unit
@@ -157,6 +158,23 @@ def test_a_lost_heartbeat_stops_the_process_at_its_next_unit(tmp_path):
             drv.take(block=False)
     finally:
         drv.close()
+
+
+def test_a_training_process_keeps_freed_memory_for_reuse(monkeypatch):
+    """Every backend's process set-up (units.init) keeps freed memory: where glibc is, mallopt applies."""
+    import platform
+
+    from digitpairs.base import procfs
+    called, threads, data = [], torch.get_num_threads(), dict(units._DATA)
+    monkeypatch.setattr(units, "keep_freed_memory", lambda: called.append(True))
+    try:
+        units.init(None, threads, arrays={})
+    finally:
+        units._DATA.clear()
+        units._DATA.update(data)
+    assert called == [True]
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert procfs.keep_freed_memory() is glibc
 
 
 def test_pid_alive_and_live():

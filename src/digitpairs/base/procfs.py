@@ -1,5 +1,7 @@
-"""This machine's CPU and processes, read from /proc where there is one (Linux), with portable fallbacks."""
+"""This machine's CPU and processes, read from /proc where there is one (Linux), with portable fallbacks; and how
+a process that trains keeps its memory."""
 
+import ctypes
 import os
 import platform
 import secrets
@@ -8,6 +10,23 @@ from pathlib import Path
 
 HOST = socket.gethostname()
 TOKEN = secrets.token_hex(8)  # this process's own, made when it starts: what it writes is told apart by it
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Where the C library has glibc's mallopt: memory freed by this process kept for its reuse, not given back to
+    the system; whether it applied. PyTorch's CPU tensors come from malloc, and by default glibc gives the pages of
+    a large freed tensor back at once (its heap's top trimmed, a block of over 128 KiB to 32 MiB unmapped), so every
+    training step faulted them in again: hundreds of page faults per step for the small networks here, where a
+    virtual machine makes each one costly (docs/benchmarks.md). Blocks under 32 MiB (glibc's largest threshold)
+    now come from the heap, which is trimmed only above 1 GiB free: the process keeps its peak memory."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # no such C library (macOS, Windows)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def cpu_model() -> str:

@@ -14,7 +14,7 @@ line on stderr: the group starts afresh exactly as without it (checked before an
 restore fails).
 
 A checkpoint written on another device resumes here: the state is moved to this device and Adam keeps this
-device's implementation (fused on a GPU, foreach on the CPU), the numbers then differing from an uninterrupted run
+device's implementation (engine.training.optimizer), the numbers then differing from an uninterrupted run
 to rounding, as any change of device makes them.
 """
 

@@ -143,10 +143,12 @@ def on_threads(work, threads: int, stop: threading.Event) -> dict[int, list[RunR
 
 
 def optimizer(net: PairNet, cfg: Config, device: torch.device) -> torch.optim.Adam:
-    """Adam; on a GPU in its fused form (one kernel for every parameter's update), on the CPU in its foreach form
-    (the same numbers as the per-parameter loop, fewer operator calls)."""
-    cuda = device.type == "cuda"
-    return torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=cuda or None, foreach=not cuda or None)
+    """Adam in its fused form (one kernel for every parameter's update) on a GPU, and on the CPU for a network with
+    parts of yours, whose weights are as many tensors as your module has (at 14x14 the residual example's foreach
+    Adam took a tenth of an epoch: docs/benchmarks.md); else, the built-in family on the CPU, in its foreach form
+    (the same numbers as the per-parameter loop; fused was no faster for its few stacked tensors)."""
+    fused = device.type == "cuda" or net.arch.own
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fused or None, foreach=not fused or None)
 
 
 def build(arch: Arch, cfg: Config, seeds: list[int], dev: torch.device, channels_last: bool, total_steps: int):

@@ -9,7 +9,10 @@ template on each member's weights with torch.func.functional_call:
 - one member after another, in a loop: where vmap cannot (data-dependent control flow, .item(), an operation vmap
   has no rule for), and on the CPU for a module with convolutions, whose own convolutions oneDNN runs faster than
   vmap's grouped one (docs/benchmarks.md). The engine then trains one round per group, its groups
-  spread over threads (model.own_path, engine.group_rounds).
+  spread over threads (model.own_path, engine.group_rounds). On the CPU such a module gets its images in
+  channels-last memory, as the built-in branch computes, where it runs so (the probe tries it): oneDNN's
+  convolutions and the engine's pooling kernel then keep that layout, and the pooling runs vectorised over the
+  channels (docs/benchmarks.md). The values are the same up to rounding.
 
 Randomness: every nn.Dropout in your module is replaced by one whose keep masks come from each member's own
 generator (PairNet.rngs), drawn before the step like the built-in dropout's, so that member k's numbers are those of
@@ -66,6 +69,8 @@ class Probe:
     random: bool  # whether a training forward draws from the global generator
     eval_batched: bool  # whether an evaluation forward runs under vmap (else one member after another)
     convs: bool  # whether it has convolutions: on the CPU it then runs one member after another (Members.looped)
+    channels_last: bool  # whether it runs on images in channels-last memory (it has convolutions, and no .view of
+    #                      a map that needs them in NCHW's): one member after another on the CPU, it then gets them so
     act_bytes: int  # its largest activation per image, in fp32
     flops: int  # forward FLOPs per image (2 per multiply-add)
 
@@ -137,8 +142,18 @@ def _probe(factory, args, in_shape, out_shape, arch, role) -> Probe:
     # a dropout called twice, or on rows that are not the images, stays torch's (its draws are global)
     paths = _paths(factory, args, in_shape, {p for p, _, _ in dropouts}, arch, role)
     convs = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
-    return Probe(**paths, convs=convs, dropouts=dropouts, act_bytes=4 * acts[0],
-                 flops=counter.get_total_flops() // PROBE_ROWS)
+    return Probe(**paths, convs=convs, channels_last=convs and len(in_shape) == 3 and runs(module, x),
+                 dropouts=dropouts, act_bytes=4 * acts[0], flops=counter.get_total_flops() // PROBE_ROWS)
+
+
+def runs(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the module's forward runs on the images x (N, C, H, W) in channels-last memory."""
+    try:
+        with RNG_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
+            module(channels_last(x))
+        return True
+    except Exception:  # noqa: BLE001 - a .view that needs NCHW's strides, among others: it gets NCHW
+        return False
 
 
 def _paths(factory, args, in_shape, masked: set[str], arch, role) -> dict:
@@ -262,8 +277,10 @@ class Members(nn.Module):
         """One member after another."""
         self._template[0].train(self.training)
         weights, ys = self.weights(), []
+        cl = x.device.type == "cpu" and self.info.channels_last
         for i in range(x.shape[0]):
-            one = ({name: t[i] for name, t in weights.items()}, {key: m[i] for key, m in masks.items()}, x[i])
+            one = ({name: t[i] for name, t in weights.items()}, {key: m[i] for key, m in masks.items()},
+                   channels_last(x[i]) if cl else x[i])
             if random:
                 with RNG_LOCK:
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.rngs[i])))
@@ -287,6 +304,14 @@ class Members(nn.Module):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.rngs[0])))
                 y = self.batched(x, "different", masks)
         return y.reshape(k, n) if self.role == "head" else y
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) in channels-last memory, also where C is 1 (there the same bytes, with the strides that
+    make a convolution compute and answer in channels-last memory)."""
+    _, c, h, w = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
 
 
 def create(factory, args: tuple, k: int, rngs: list, arch: str, role: str, in_shape: tuple,

@@ -10,8 +10,8 @@ Engine: train() as the studies use it (engine/training.py): rounds in groups of 
 thread at a time (a study keeps every core busy with a unit per worker; here the groups are balanced over the
 threads instead), channels_last, the compiled kernels (kernels/), in the given precision. A network of yours that
 trains one round at a time on the CPU (groups of 1) trains as `digitpairs run` trains a study's units by default:
-on worker processes of one thread each, one per thread (at most one per round), set up once (runner/units.py),
-each round a unit. Threads
+on worker processes of one thread each, one per thread (at most one per round), set up once (runner/units.py:
+freed memory kept for reuse, base/procfs.py), each round a unit. Threads
 started anew for each short call would time their own warm-up (oneDNN's primitives are made per thread).
 Both train the same rounds on the same pairs; the figures are model-epochs per second and effective GFLOP/s (the
 model's analytic FLOPs over wall time) beside the machine's measured matmul rate, with the machine's name and its

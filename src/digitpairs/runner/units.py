@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from digitpairs.base.files import probe
-from digitpairs.base.procfs import HOST
+from digitpairs.base.procfs import HOST, keep_freed_memory
 from digitpairs.data import mnist
 from digitpairs.data.pairs import round_for
 from digitpairs.engine import train
@@ -40,8 +40,10 @@ _DATA: dict = {}  # per process: the MNIST arrays and the progress callback
 
 
 def init(data_dir, threads: int, progress=None, arrays: dict | None = None) -> None:
-    """A process's set-up before its units: MNIST from the verified cache, or the arrays given (Ray)."""
+    """A process's set-up before its units: its threads, freed memory kept for reuse (base.procfs), MNIST from the
+    verified cache or the arrays given (Ray)."""
     torch.set_num_threads(threads)
+    keep_freed_memory()
     _DATA.clear()
     _DATA["mnist"] = arrays if arrays is not None else mnist.load(data_dir, log=lambda *a: None)
     _DATA["progress"] = progress  # progress(n): n rounds finished an epoch
