@@ -22,7 +22,27 @@ class ConvView(nn.Module):
 
     def forward(self, x):
         y = torch.relu(self.conv(x))
-        return self.fc(y.view(y.shape[0], -1))
+        return self.fc(y.view(y.shape[0], -1) if self.view(self.training) else y.flatten(1))
+
+    @staticmethod
+    def view(training: bool) -> bool:  # whether this forward takes the .view
+        return True
+
+
+class ConvViewInEval(ConvView):
+    """The .view in evaluation only."""
+
+    @staticmethod
+    def view(training: bool) -> bool:
+        return not training
+
+
+class ConvNoisy(ConvView):
+    """Noise of its own on its feature map: torch's generator fills the map in memory order."""
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.fc(nn.functional.dropout(y, 0.1, self.training).flatten(1))
 
 
 def mlp(size):

@@ -52,23 +52,47 @@ def test_on_the_cpu_convolutions_run_one_round_at_a_time_and_the_rest_batched():
 
 
 def test_on_the_cpu_a_conv_branch_computes_in_channels_last_memory_where_it_runs_so():
-    """The engine hands a conv branch its images in channels-last memory, one member after another on the CPU;
-    one that cannot take them (a .view that needs NCHW's strides) gets NCHW, and trains."""
-    view = Arch("t_view", "view", objective="comparison+digits", branch=nets.ConvView)
+    """The engine hands a conv branch its images in channels-last memory, one member after another on the CPU; one
+    that cannot take them (a .view that needs NCHW's strides, in training or only in evaluation) or that draws
+    random numbers of its own gets NCHW, and trains."""
+    archs = {name: Arch(f"t_{name}", name, objective="comparison+digits", branch=getattr(nets, name))
+             for name in ("ConvView", "ConvViewInEval", "ConvNoisy")}
     seen = []
-    for arch, cl in ((CONV, True), (view, False), (MLP, False)):
+    for arch, cl in ((CONV, True), (MLP, False), *((a, False) for a in archs.values())):
         part = create_model(arch, CFG).own_parts()[0]
         assert part.info.channels_last is cl, arch.name
-        template = part._template[0]
         hooks = [m.register_forward_hook(lambda m, i, o: seen.append(
             o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous()))
-            for m in template.modules() if isinstance(m, torch.nn.Conv2d)]
+            for m in part._template[0].modules() if isinstance(m, torch.nn.Conv2d)]
         part.train()(torch.rand(1, 4, 1, 14, 14))
         for h in hooks:
             h.remove()
-    assert seen == [True, False]  # the conv branch's convolution, then the other's
-    (result,) = train(view, CFG, datas([3]), [0], [3])
-    assert 0 <= result.test_acc <= 1
+    assert seen == [True, False, False, False]  # the conv branch's convolution, then the others'
+    for arch in archs.values():
+        (result,) = train(arch, CFG, datas([3]), [0], [3])
+        assert 0 <= result.test_acc <= 1
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_channels_last_members_compute_what_nchw_ones_do(training):
+    """Two members one after another, in channels-last memory and in NCHW: the same outputs and gradients, to
+    rounding (member 1 reads its images at an offset into the stacked ones)."""
+    net = create_model(CONV, CFG, 2).seed([1, 2], [3, 4])
+    (part,) = net.own_parts()
+    x = torch.rand(2, 6, 1, 14, 14)
+    for d in part.dropouts:  # the same masks in both forwards
+        d.mask = d.draw(6)
+    outs = []
+    for cl in (True, False):
+        part.channels_last = cl
+        for t in part.parameters():
+            t.grad = None
+        y = part.train(training)(x)
+        if training:
+            y.square().sum().backward()
+        outs.append([y.detach()] + [t.grad for t in part.parameters() if training])
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_batchnorm_statistics_stay_per_member():

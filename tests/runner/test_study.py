@@ -9,12 +9,11 @@ import threading
 import time
 
 import pytest
-import torch
 
 from digitpairs import UserError
 from digitpairs.base.procfs import start_time
 from digitpairs.runner import driver as driver_module
-from digitpairs.runner import study, units
+from digitpairs.runner import study
 from digitpairs.runner.backends import ProcessPool, dispatch
 from digitpairs.runner.driver import Driver, groups_of, plan
 from digitpairs.runner.units import Unit
@@ -160,21 +159,19 @@ def test_a_lost_heartbeat_stops_the_process_at_its_next_unit(tmp_path):
         drv.close()
 
 
-def test_a_training_process_keeps_freed_memory_for_reuse(monkeypatch):
-    """Every backend's process set-up (units.init) keeps freed memory: where glibc is, mallopt applies."""
+def test_a_worker_process_keeps_freed_memory_for_reuse():
+    """A study's worker process (units.worker_init) keeps freed memory: where glibc is, mallopt applies; the
+    process that imports digitpairs keeps its allocator as it was (a subprocess here, so that the tests' own does)."""
     import platform
-
-    from digitpairs.base import procfs
-    called, threads, data = [], torch.get_num_threads(), dict(units._DATA)
-    monkeypatch.setattr(units, "keep_freed_memory", lambda: called.append(True))
-    try:
-        units.init(None, threads, arrays={})
-    finally:
-        units._DATA.clear()
-        units._DATA.update(data)
-    assert called == [True]
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert procfs.keep_freed_memory() is glibc
+    code = ("import os, unittest.mock as m; from digitpairs.runner import units; "
+            "calls = []; "
+            "p = m.patch.object(units, 'init', lambda *a: None); p.start(); "
+            "k = m.patch.object(units, 'keep_freed_memory', lambda: calls.append(1)); k.start(); "
+            "units.worker_init(None, 1, None, None, os.getppid()); k.stop(); "
+            "from digitpairs.base.procfs import keep_freed_memory; print(len(calls), keep_freed_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["1", str(glibc)]
 
 
 def test_pid_alive_and_live():

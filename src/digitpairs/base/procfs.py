@@ -16,12 +16,14 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's mal
 
 
 def keep_freed_memory() -> bool:
-    """Where the C library has glibc's mallopt: memory freed by this process kept for its reuse, not given back to
-    the system; whether it applied. PyTorch's CPU tensors come from malloc, and by default glibc gives the pages of
-    a large freed tensor back at once (its heap's top trimmed, a block of over 128 KiB to 32 MiB unmapped), so every
-    training step faulted them in again: hundreds of page faults per step for the small networks here, where a
-    virtual machine makes each one costly (docs/benchmarks.md). Blocks under 32 MiB (glibc's largest threshold)
-    now come from the heap, which is trimmed only above 1 GiB free: the process keeps its peak memory."""
+    """Where the C library has glibc's mallopt: memory this process frees kept for its reuse, not given back to the
+    system; whether it applied. PyTorch's CPU tensors come from malloc, and glibc maps a large block afresh and trims
+    its heap's free top, so a training step faulted many of its pages in again, step after step (the residual
+    example, one round, one thread: 275 page faults a step at 14x14 and 1,619 at 28x28, set-up included; 57 and 81
+    with this; docs/benchmarks.md), each costly in a virtual machine. Blocks under 32 MiB (glibc's largest
+    threshold on 64 bits) then come from the heap, trimmed only above 1 GiB free: the process keeps its peak
+    memory. The worker processes a study starts call it (runner/units.py), never a process that imports digitpairs;
+    a preloaded allocator (jemalloc, tcmalloc) ignores it."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):  # no such C library (macOS, Windows)

@@ -9,10 +9,11 @@ template on each member's weights with torch.func.functional_call:
 - one member after another, in a loop: where vmap cannot (data-dependent control flow, .item(), an operation vmap
   has no rule for), and on the CPU for a module with convolutions, whose own convolutions oneDNN runs faster than
   vmap's grouped one (docs/benchmarks.md). The engine then trains one round per group, its groups
-  spread over threads (model.own_path, engine.group_rounds). On the CPU such a module gets its images in
-  channels-last memory, as the built-in branch computes, where it runs so (the probe tries it): oneDNN's
-  convolutions and the engine's pooling kernel then keep that layout, and the pooling runs vectorised over the
-  channels (docs/benchmarks.md). The values are the same up to rounding.
+  spread over threads (model.own_path, engine.group_rounds). There a module with convolutions gets its images in
+  channels-last memory, as the built-in branch computes, where the probe finds it runs so and draws nothing from
+  torch's generator: oneDNN's convolutions and the engine's pooling kernel then keep that layout, and the pooling
+  runs vectorised over the channels (docs/benchmarks.md). The same function: the numbers differ from NCHW's by
+  rounding.
 
 Randomness: every nn.Dropout in your module is replaced by one whose keep masks come from each member's own
 generator (PairNet.rngs), drawn before the step like the built-in dropout's, so that member k's numbers are those of
@@ -69,8 +70,9 @@ class Probe:
     random: bool  # whether a training forward draws from the global generator
     eval_batched: bool  # whether an evaluation forward runs under vmap (else one member after another)
     convs: bool  # whether it has convolutions: on the CPU it then runs one member after another (Members.looped)
-    channels_last: bool  # whether it runs on images in channels-last memory (it has convolutions, and no .view of
-    #                      a map that needs them in NCHW's): one member after another on the CPU, it then gets them so
+    channels_last: bool  # whether it gets its images in channels-last memory one member after another on the CPU:
+    #                      it has convolutions, draws nothing from torch's generator, and runs so (no .view of a map
+    #                      that needs NCHW's strides, in training or evaluation)
     act_bytes: int  # its largest activation per image, in fp32
     flops: int  # forward FLOPs per image (2 per multiply-add)
 
@@ -142,15 +144,20 @@ def _probe(factory, args, in_shape, out_shape, arch, role) -> Probe:
     # a dropout called twice, or on rows that are not the images, stays torch's (its draws are global)
     paths = _paths(factory, args, in_shape, {p for p, _, _ in dropouts}, arch, role)
     convs = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
-    return Probe(**paths, convs=convs, channels_last=convs and len(in_shape) == 3 and runs(module, x),
-                 dropouts=dropouts, act_bytes=4 * acts[0], flops=counter.get_total_flops() // PROBE_ROWS)
+    # channels-last where its draws cannot land elsewhere: torch's generator fills a random map in memory order
+    cl = convs and not paths["random"] and len(in_shape) == 3 and runs(module, x)
+    return Probe(**paths, convs=convs, channels_last=cl, dropouts=dropouts, act_bytes=4 * acts[0],
+                 flops=counter.get_total_flops() // PROBE_ROWS)
 
 
 def runs(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the module's forward runs on the images x (N, C, H, W) in channels-last memory."""
+    """Whether the module (the probe's own) runs on the images x (N, C, H, W) in channels-last memory: a training
+    forward and its backward, then an evaluation forward."""
     try:
-        with RNG_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
-            module(channels_last(x))
+        with RNG_LOCK, torch.random.fork_rng(devices=[]):
+            module.train()(channels_last(x)).float().sum().backward()
+            with torch.no_grad():
+                module.eval()(channels_last(x))
         return True
     except Exception:  # noqa: BLE001 - a .view that needs NCHW's strides, among others: it gets NCHW
         return False
@@ -212,6 +219,7 @@ class Members(nn.Module):
                  make: tuple = ()):
         super().__init__()
         self.k, self.rngs, self.info, self.role, self.make = k, rngs, info, role, make
+        self.channels_last = True  # images in channels-last memory where the probe allows (train() sets it)
         self._template = [template]  # not a submodule: the weights it computes with are this module's stacked ones
         self.names = {}  # the template's name of each weight -> this module's
         for name, t in self.weights_of(template):
@@ -277,7 +285,7 @@ class Members(nn.Module):
         """One member after another."""
         self._template[0].train(self.training)
         weights, ys = self.weights(), []
-        cl = x.device.type == "cpu" and self.info.channels_last
+        cl = self.channels_last and x.device.type == "cpu" and self.info.channels_last
         for i in range(x.shape[0]):
             one = ({name: t[i] for name, t in weights.items()}, {key: m[i] for key, m in masks.items()},
                    channels_last(x[i]) if cl else x[i])

@@ -40,10 +40,8 @@ _DATA: dict = {}  # per process: the MNIST arrays and the progress callback
 
 
 def init(data_dir, threads: int, progress=None, arrays: dict | None = None) -> None:
-    """A process's set-up before its units: its threads, freed memory kept for reuse (base.procfs), MNIST from the
-    verified cache or the arrays given (Ray)."""
+    """A process's set-up before its units: MNIST from the verified cache, or the arrays given (Ray)."""
     torch.set_num_threads(threads)
-    keep_freed_memory()
     _DATA.clear()
     _DATA["mnist"] = arrays if arrays is not None else mnist.load(data_dir, log=lambda *a: None)
     _DATA["progress"] = progress  # progress(n): n rounds finished an epoch
@@ -104,12 +102,14 @@ def interrupts_blocked():
 
 
 def worker_init(data_dir, threads: int, counter, lock, parent: int, sources: tuple = ()) -> None:
-    """A worker process's set-up: interrupts ignored, its end tied to the driver's, progress into `counter`, and
-    the driver's plugins loaded before any unit is read (its networks of yours are pickled by reference)."""
+    """A worker process's set-up: interrupts ignored, its end tied to the driver's, freed memory kept for reuse
+    (base.procfs: the process is the study's own), progress into `counter`, and the driver's plugins loaded before
+    any unit is read (its networks of yours are pickled by reference)."""
     for sig in INTERRUPTS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
     die_with_parent(parent)
+    keep_freed_memory()
     plugins.load_installed()
     plugins.load_all(sources)
 
