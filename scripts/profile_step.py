@@ -1,7 +1,7 @@
 """Where an epoch of the engine goes: one group of 3 rounds (--rounds), one epoch (its training steps and its
-evaluation), one torch thread, bf16, channels_last, freed memory kept (as a study's processes), under
-torch.profiler; the operators summed by kind.
-docs/benchmarks.md's profile tables come from it.
+evaluation), one torch thread, bf16, channels_last, freed memory kept (as a study's worker processes), under
+torch.profiler; the operators summed by kind. docs/benchmarks.md's profile tables come from it (those before "One
+round at a time, faster" from a version that kept no freed memory).
 
     python scripts/profile_step.py [--size 28|14] [--arch NAME] [--rounds K]
     python scripts/profile_step.py --size 14 --arch residual_ws_aux --rounds 1   # a network of yours, as it trains

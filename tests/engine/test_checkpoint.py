@@ -192,9 +192,9 @@ def test_a_save_survives_another_group_removing_an_empty_folder(tmp_path, monkey
 
 
 def test_a_checkpoint_of_another_devices_adam_resumes_with_this_ones(ckpt, whole, capsys):
-    """A GPU builds Adam fused and the CPU foreach (the built-in family): a checkpoint written by one resumes on the
-    other, its state
-    restored and the optimizer left as this device builds it (here: a fused Adam's checkpoint, on the CPU)."""
+    """A GPU builds Adam fused and the CPU foreach (the built-in family): a checkpoint written by one resumes on
+    the other, its state restored and the optimizer left as this device builds it (here: a fused Adam's
+    checkpoint, on the CPU)."""
     net, opt, sched = group()
     state = _read(ckpt.path(ROUNDS), "cpu")
     saved = copy.deepcopy(state["opt"])

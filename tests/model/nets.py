@@ -37,6 +37,28 @@ class ConvViewInEval(ConvView):
         return not training
 
 
+class _FlatInBackward(torch.autograd.Function):
+    """flatten(1), whose backward reads its input with .view, as code that takes NCHW's strides for granted."""
+
+    @staticmethod
+    def forward(ctx, y):
+        ctx.save_for_backward(y)
+        return y.flatten(1)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        y.view(y.shape[0], -1)  # fails on a channels-last map
+        return g.view(y.shape)
+
+
+class ConvViewInBackward(ConvView):
+    """A .view that needs NCHW's strides in its backward only."""
+
+    def forward(self, x):
+        return self.fc(_FlatInBackward.apply(torch.relu(self.conv(x))))
+
+
 class ConvNoisy(ConvView):
     """Noise of its own on its feature map: torch's generator fills the map in memory order."""
 

@@ -53,10 +53,10 @@ def test_on_the_cpu_convolutions_run_one_round_at_a_time_and_the_rest_batched():
 
 def test_on_the_cpu_a_conv_branch_computes_in_channels_last_memory_where_it_runs_so():
     """The engine hands a conv branch its images in channels-last memory, one member after another on the CPU; one
-    that cannot take them (a .view that needs NCHW's strides, in training or only in evaluation) or that draws
-    random numbers of its own gets NCHW, and trains."""
+    that cannot take them (a .view that needs NCHW's strides: in training, in evaluation only, in backward only)
+    or that draws random numbers of its own gets NCHW, and trains."""
     archs = {name: Arch(f"t_{name}", name, objective="comparison+digits", branch=getattr(nets, name))
-             for name in ("ConvView", "ConvViewInEval", "ConvNoisy")}
+             for name in ("ConvView", "ConvViewInEval", "ConvViewInBackward", "ConvNoisy")}
     seen = []
     for arch, cl in ((CONV, True), (MLP, False), *((a, False) for a in archs.values())):
         part = create_model(arch, CFG).own_parts()[0]
@@ -67,10 +67,12 @@ def test_on_the_cpu_a_conv_branch_computes_in_channels_last_memory_where_it_runs
         part.train()(torch.rand(1, 4, 1, 14, 14))
         for h in hooks:
             h.remove()
-    assert seen == [True, False, False, False]  # the conv branch's convolution, then the others'
+    assert seen == [True] + [False] * len(archs)  # the conv branch's convolution, then the others'
     for arch in archs.values():
+        assert "NCHW" in own_path(arch, CFG, "cpu")[1] and "NCHW" not in own_path(arch, CFG, "cuda")[1]
         (result,) = train(arch, CFG, datas([3]), [0], [3])
         assert 0 <= result.test_acc <= 1
+    assert "NCHW" not in own_path(CONV, CFG, "cpu")[1]
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -18,11 +18,9 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's mal
 def keep_freed_memory() -> bool:
     """Where the C library has glibc's mallopt: memory this process frees kept for its reuse, not given back to the
     system; whether it applied. PyTorch's CPU tensors come from malloc, and glibc maps a large block afresh and trims
-    its heap's free top, so a training step faulted many of its pages in again, step after step (the residual
-    example, one round, one thread: 275 page faults a step at 14x14 and 1,619 at 28x28, set-up included; 57 and 81
-    with this; docs/benchmarks.md), each costly in a virtual machine. Blocks under 32 MiB (glibc's largest
-    threshold on 64 bits) then come from the heap, trimmed only above 1 GiB free: the process keeps its peak
-    memory. The worker processes a study starts call it (runner/units.py), never a process that imports digitpairs;
+    its heap's free top, so a training step faulted many of its pages in again, step after step (hundreds to
+    thousands of page faults a step: docs/benchmarks.md). Blocks under 32 MiB (glibc's largest threshold on 64
+    bits) then come from the heap, trimmed only above 1 GiB free: the process keeps its peak memory. The worker processes a study starts call it (runner/units.py), never a process that imports digitpairs;
     a preloaded allocator (jemalloc, tcmalloc) ignores it."""
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -5,7 +5,8 @@ losses and backward, updates the weights with Adam and advances the schedule. It
 dropout masks) are made on the CPU from the members' own generators before the step, in the order the step uses
 them (draw()), so that a member's numbers depend neither on the members beside it nor on how the step runs.
 
-`Step` runs it eagerly with torch's Adam (engine/training.py's optimizer: fused, or foreach for the built-in family on the CPU). `GraphedStep` (the
+`Step` runs it eagerly with torch's Adam (engine/training.py's optimizer: fused, or foreach for the built-in
+family on the CPU). `GraphedStep` (the
 run option `cuda_graphs`, which the command line turns on where training runs on a GPU) captures it in a CUDA graph once per group, after a few eager warm-up
 steps, and then replays it: one graph launch and a few input copies per step instead of a few hundred small kernels,
 whose launching bounds this network on a GPU (docs/benchmarks.md). A graph replays fixed addresses and may read nothing back to the host, so its

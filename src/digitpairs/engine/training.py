@@ -143,10 +143,10 @@ def on_threads(work, threads: int, stop: threading.Event) -> dict[int, list[RunR
 
 
 def optimizer(net: PairNet, cfg: Config, device: torch.device) -> torch.optim.Adam:
-    """Adam in its fused form (one kernel for every parameter's update) on a GPU, and on the CPU for a network with
-    parts of yours, whose weights are as many tensors as your module has (at 14x14 the residual example's foreach
-    Adam took a tenth of an epoch: docs/benchmarks.md); else, the built-in family on the CPU, in its foreach form
-    (the same numbers as the per-parameter loop; fused was no faster for its few stacked tensors)."""
+    """Adam in its fused form (one operator for every parameter's update) on a GPU, and on the CPU for a network
+    with parts of yours (measured on the residual example one round at a time: docs/benchmarks.md); the built-in
+    family on the CPU keeps its foreach form, so that its numbers stay those of the per-parameter loop to the last
+    bit (fused was no faster for it)."""
     fused = device.type == "cuda" or net.arch.own
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=fused or None, foreach=not fused or None)
 

@@ -145,22 +145,30 @@ def _probe(factory, args, in_shape, out_shape, arch, role) -> Probe:
     paths = _paths(factory, args, in_shape, {p for p, _, _ in dropouts}, arch, role)
     convs = any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
     # channels-last where its draws cannot land elsewhere: torch's generator fills a random map in memory order
-    cl = convs and not paths["random"] and len(in_shape) == 3 and runs(module, x)
+    cl = convs and not paths["random"] and len(in_shape) == 3 and runs_channels_last(module, x)
     return Probe(**paths, convs=convs, channels_last=cl, dropouts=dropouts, act_bytes=4 * acts[0],
                  flops=counter.get_total_flops() // PROBE_ROWS)
 
 
-def runs(module: nn.Module, x: torch.Tensor) -> bool:
+def runs_channels_last(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether the module (the probe's own) runs on the images x (N, C, H, W) in channels-last memory: a training
     forward and its backward, then an evaluation forward."""
     try:
         with RNG_LOCK, torch.random.fork_rng(devices=[]):
-            module.train()(channels_last(x)).float().sum().backward()
+            module.train()(to_channels_last(x)).float().sum().backward()
             with torch.no_grad():
-                module.eval()(channels_last(x))
+                module.eval()(to_channels_last(x))
         return True
     except Exception:  # noqa: BLE001 - a .view that needs NCHW's strides, among others: it gets NCHW
         return False
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) in channels-last memory, also where C is 1 (there the same bytes, with the strides that
+    make a convolution compute and answer in channels-last memory)."""
+    _, c, h, w = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)
+    return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
 
 
 def _paths(factory, args, in_shape, masked: set[str], arch, role) -> dict:
@@ -288,7 +296,7 @@ class Members(nn.Module):
         cl = self.channels_last and x.device.type == "cpu" and self.info.channels_last
         for i in range(x.shape[0]):
             one = ({name: t[i] for name, t in weights.items()}, {key: m[i] for key, m in masks.items()},
-                   channels_last(x[i]) if cl else x[i])
+                   to_channels_last(x[i]) if cl else x[i])
             if random:
                 with RNG_LOCK:
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.rngs[i])))
@@ -312,14 +320,6 @@ class Members(nn.Module):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.rngs[0])))
                 y = self.batched(x, "different", masks)
         return y.reshape(k, n) if self.role == "head" else y
-
-
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Images (N, C, H, W) in channels-last memory, also where C is 1 (there the same bytes, with the strides that
-    make a convolution compute and answer in channels-last memory)."""
-    _, c, h, w = x.shape
-    x = x.contiguous(memory_format=torch.channels_last)
-    return x.as_strided(x.shape, (h * w * c, 1, w * c, c)) if c == 1 else x
 
 
 def create(factory, args: tuple, k: int, rngs: list, arch: str, role: str, in_shape: tuple,

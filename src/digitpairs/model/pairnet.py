@@ -232,5 +232,9 @@ def net_path(net: PairNet, cfg: Config, device: torch.device) -> tuple[str, str,
     why = next((p.info.why for p in parts if p.info.mode == mode and p.info.why), "")
     if mode == "looped":
         why = "on the CPU its convolutions run faster one round at a time than batched"
+    if device.type == "cpu" and mode in ("looped", "plain") and any(
+            p.info.convs and not p.info.channels_last for p in parts):  # Members.plain: the probe said no
+        why += ("; " if why else "") + ("its maps in NCHW memory, not channels-last (a .view that needs NCHW's "
+                                        "strides, or random numbers of its own)")
     rows = {id(p): 1 if p.role == "head" else 2 // len(net.branches) for p in parts}  # images per pair
     return mode, why, max(p.info.act_bytes * rows[id(p)] for p in parts) * cfg.batch_size

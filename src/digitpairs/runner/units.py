@@ -40,7 +40,7 @@ _DATA: dict = {}  # per process: the MNIST arrays and the progress callback
 
 
 def init(data_dir, threads: int, progress=None, arrays: dict | None = None) -> None:
-    """A process's set-up before its units: MNIST from the verified cache, or the arrays given (Ray)."""
+    """A process's set-up before its units: its threads, MNIST from the verified cache or the arrays given (Ray)."""
     torch.set_num_threads(threads)
     _DATA.clear()
     _DATA["mnist"] = arrays if arrays is not None else mnist.load(data_dir, log=lambda *a: None)
