@@ -39,6 +39,20 @@ def fake_mnist(n_train=400, n_test=200, seed=0) -> dict:
     return out
 
 
+def assert_together_as_alone(arch, cfg, datas: list, seeds: list[int], device: str, loss_tol: float,
+                              acc_tol: float) -> None:
+    """The rounds trained as one group against each trained alone: at every epoch, the training loss within
+    loss_tol and the test accuracy within acc_tol."""
+    from digitpairs.engine.training import train
+    rounds = list(range(len(datas)))
+    together = train(arch, cfg, datas, rounds, seeds, groups=[len(datas)], device=device)
+    for i, s in enumerate(seeds):
+        (alone,) = train(arch, cfg, [datas[i]], [i], [s], device=device)
+        for ca, ct in zip(alone.curves, together[i].curves, strict=True):
+            assert abs(ca["train_loss"] - ct["train_loss"]) < loss_tol
+            assert abs(ca["test_acc"] - ct["test_acc"]) <= acc_tol
+
+
 def run_cli(*args, env=None, timeout=600, cwd=None):
     """Run `python -m digitpairs ARGS` in a subprocess (in the folder cwd); return the CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", "digitpairs", *map(str, args)], capture_output=True, text=True, check=False,

@@ -8,7 +8,7 @@ from digitpairs import UserError, device
 from digitpairs.data.pairs import round_data
 from digitpairs.engine.training import group_rounds, train
 from digitpairs.spec.config import Config
-from tests.support import fake_mnist, run_cli
+from tests.support import assert_together_as_alone, fake_mnist, run_cli
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -64,13 +64,7 @@ def test_cuda_batched_rounds_equal_separate_runs(name):
     arch = ARCHS[name]
     arch = dataclasses.replace(arch, extra=arch.extra | {"epochs": 2})
     seeds = [3, 4, 5]
-    ds = datas(seeds)
-    together = train(arch, CFG, ds, [0, 1, 2], seeds, groups=[3], device="cuda")
-    for i, s in enumerate(seeds):
-        (alone,) = train(arch, CFG, [ds[i]], [i], [s], device="cuda")
-        for ca, ct in zip(alone.curves, together[i].curves):
-            assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-3
-            assert abs(ca["test_acc"] - ct["test_acc"]) <= 2 / CFG.n_test + 1e-9
+    assert_together_as_alone(arch, CFG, datas(seeds), seeds, "cuda", 1e-3, 2 / CFG.n_test + 1e-9)
 
 
 @gpu

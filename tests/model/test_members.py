@@ -12,7 +12,7 @@ from digitpairs.model import create_model, members, own_path, swaps
 from digitpairs.model.weights import from_bytes
 from digitpairs.spec.config import Config
 from tests.model import nets
-from tests.support import fake_mnist
+from tests.support import assert_together_as_alone, fake_mnist
 
 CFG = Config(size=14, n_pairs=100, n_test=60, epochs=2, batch_size=20, precision="fp32", device="cpu")
 CONV = Arch("t_conv", "conv", objective="comparison+digits", branch=nets.conv_bn_drop)
@@ -258,14 +258,8 @@ def test_cuda_batched_rounds_equal_separate_runs(arch):
     """On the GPU every part of yours is batched with vmap (convolutions too): K rounds together follow the math of
     K separate runs, to the GPU's rounding."""
     seeds = [3, 4, 5]
-    ds = datas(seeds)
     assert own_path(arch, CFG, "cuda")[0] == "batched" and group_rounds(arch, CFG, "cuda") > 1
-    together = train(arch, CFG, ds, [0, 1, 2], seeds, groups=[3], device="cuda")
-    for i, s in enumerate(seeds):
-        (alone,) = train(arch, CFG, [ds[i]], [i], [s], device="cuda")
-        for ca, ct in zip(alone.curves, together[i].curves):
-            assert abs(ca["train_loss"] - ct["train_loss"]) < 1e-3
-            assert abs(ca["test_acc"] - ct["test_acc"]) <= 2 / CFG.n_test + 1e-9
+    assert_together_as_alone(arch, CFG, datas(seeds), seeds, "cuda", 1e-3, 2 / CFG.n_test + 1e-9)
 
 
 @gpu
